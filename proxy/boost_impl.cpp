@@ -1,0 +1,3 @@
+// The compiled part of Boost.Asio, built once here (BOOST_ASIO_SEPARATE_COMPILATION) instead of
+// in every translation unit that includes Asio.
+#include <boost/asio/impl/src.hpp>

@@ -1,0 +1,464 @@
+// TOML -> Config; see config_loader.hpp. The walker checks every table against the keys it knows
+// and converts each value, collecting issues instead of stopping at the first.
+#include "proxy/config/config_loader.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "proxy/config/units.hpp"
+#include "proxy/smtp/address.hpp"
+
+namespace postern::config {
+namespace {
+
+// Keys of sections that later versions of postern read (DESIGN.md); reported as unsupported
+// rather than unknown so that the message says what is going on.
+const std::set<std::string> kNotYetSupported = {"admin",  "upstream", "filter", "route_rule",
+                                                "auth",   "user",     "quota"};
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            size_t cur = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] != b[j - 1] ? 1 : 0)});
+            prev = cur;
+        }
+    }
+    return row[b.size()];
+}
+
+template <typename E>
+struct EnumName {
+    std::string_view name;
+    E value;
+};
+
+class Walker {
+public:
+    explicit Walker(std::string file) : file_(std::move(file)) {}
+
+    std::vector<ConfigIssue> issues;
+
+    void error(const toml::source_region& where, const std::string& key, std::string message) {
+        add(where, key, std::move(message), false);
+    }
+    void warn(const toml::source_region& where, const std::string& key, std::string message) {
+        add(where, key, std::move(message), true);
+    }
+
+    // Reports keys of `table` not in `known`, with the closest known key as a suggestion.
+    void check_keys(const toml::table& table, const std::string& path,
+                    const std::vector<std::string_view>& known) {
+        for (auto&& [key, node] : table) {
+            std::string_view k = key.str();
+            if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+            std::string message = "unknown key";
+            std::string_view best;
+            size_t best_distance = 3;
+            for (std::string_view candidate : known) {
+                size_t d = edit_distance(k, candidate);
+                if (d < best_distance) {
+                    best_distance = d;
+                    best = candidate;
+                }
+            }
+            if (!best.empty()) message += " (did you mean \"" + std::string(best) + "\"?)";
+            error(key.source(), join(path, k), message);
+        }
+    }
+
+    bool get_string(const toml::table& t, std::string_view key, const std::string& path,
+                    std::string& out) {
+        const toml::node* node = t.get(key);
+        if (!node) return false;
+        if (auto s = node->value<std::string>(); s && node->is_string()) {
+            out = *s;
+            return true;
+        }
+        error(node->source(), join(path, key), "expected a string");
+        return false;
+    }
+
+    bool get_uint(const toml::table& t, std::string_view key, const std::string& path,
+                  unsigned& out, unsigned min, unsigned max) {
+        const toml::node* node = t.get(key);
+        if (!node) return false;
+        if (!node->is_integer()) {
+            error(node->source(), join(path, key), "expected a whole number");
+            return false;
+        }
+        int64_t v = node->as_integer()->get();
+        if (v < static_cast<int64_t>(min) || v > static_cast<int64_t>(max)) {
+            error(node->source(), join(path, key),
+                  "must be between " + std::to_string(min) + " and " + std::to_string(max));
+            return false;
+        }
+        out = static_cast<unsigned>(v);
+        return true;
+    }
+
+    bool get_size(const toml::table& t, std::string_view key, const std::string& path,
+                  uint64_t& out, uint64_t min) {
+        const toml::node* node = t.get(key);
+        if (!node) return false;
+        std::optional<uint64_t> size;
+        if (node->is_integer() && node->as_integer()->get() >= 0) {
+            size = static_cast<uint64_t>(node->as_integer()->get());
+        } else if (node->is_string()) {
+            size = parse_size(node->as_string()->get());
+        }
+        if (!size) {
+            error(node->source(), join(path, key),
+                  "expected a size such as \"25MiB\", \"512KB\" or a number of bytes");
+            return false;
+        }
+        if (*size < min) {
+            error(node->source(), join(path, key),
+                  "must be at least " + std::to_string(min) + " bytes");
+            return false;
+        }
+        out = *size;
+        return true;
+    }
+
+    bool get_duration(const toml::table& t, std::string_view key, const std::string& path,
+                      std::chrono::milliseconds& out) {
+        const toml::node* node = t.get(key);
+        if (!node) return false;
+        std::optional<std::chrono::milliseconds> d;
+        if (node->is_string()) d = parse_duration(node->as_string()->get());
+        if (!d || d->count() == 0) {
+            error(node->source(), join(path, key),
+                  "expected a duration with a unit, such as \"30s\", \"5m\", \"1h\" or \"500ms\"");
+            return false;
+        }
+        out = *d;
+        return true;
+    }
+
+    template <typename E>
+    bool get_enum(const toml::table& t, std::string_view key, const std::string& path, E& out,
+                  const std::vector<EnumName<E>>& names) {
+        std::string value;
+        if (!get_string(t, key, path, value)) return false;
+        for (const auto& n : names) {
+            if (n.name == value) {
+                out = n.value;
+                return true;
+            }
+        }
+        std::string choices;
+        for (const auto& n : names) choices += (choices.empty() ? "" : " | ") + std::string(n.name);
+        error(t.get(key)->source(), join(path, key),
+              "\"" + value + "\" is not one of " + choices);
+        return false;
+    }
+
+    static std::string join(const std::string& path, std::string_view key) {
+        return path.empty() ? std::string(key) : path + "." + std::string(key);
+    }
+
+private:
+    void add(const toml::source_region& where, const std::string& key, std::string message,
+             bool warning) {
+        issues.push_back(ConfigIssue{file_, static_cast<unsigned>(where.begin.line),
+                                     static_cast<unsigned>(where.begin.column), key,
+                                     std::move(message), warning});
+    }
+
+    std::string file_;
+};
+
+std::optional<Endpoint> parse_endpoint(std::string_view text) {
+    Endpoint e;
+    std::string_view host;
+    std::string_view port;
+    if (!text.empty() && text.front() == '[') {
+        size_t close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+            return std::nullopt;
+        }
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+        if (host.find(':') == std::string_view::npos) return std::nullopt;
+    } else {
+        size_t colon = text.rfind(':');
+        if (colon == std::string_view::npos) return std::nullopt;
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        if (host.find(':') != std::string_view::npos) return std::nullopt;  // IPv6 needs [ ]
+    }
+    auto ip = IpAddress::parse(host);
+    if (!ip) return std::nullopt;
+    unsigned p = 0;
+    for (char c : port) {
+        if (c < '0' || c > '9') return std::nullopt;
+        p = p * 10 + static_cast<unsigned>(c - '0');
+        if (p > 65535) return std::nullopt;
+    }
+    if (port.empty() || p == 0) return std::nullopt;
+    e.host = std::string(host);
+    e.port = static_cast<uint16_t>(p);
+    return e;
+}
+
+std::string default_hostname() {
+    char buf[HOST_NAME_MAX + 1] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+    return buf;
+}
+
+void read_server(Walker& w, const toml::table& t, ServerConfig& s) {
+    w.check_keys(t, "server", {"hostname", "threads", "spool_dir", "shutdown_grace"});
+    if (w.get_string(t, "hostname", "server", s.hostname) &&
+        !smtp::is_valid_domain(s.hostname, false)) {
+        w.error(t.get("hostname")->source(), "server.hostname",
+                "\"" + s.hostname + "\" is not a valid host name");
+    }
+    w.get_uint(t, "threads", "server", s.threads, 0, 256);
+    if (w.get_string(t, "spool_dir", "server", s.spool_dir) && s.spool_dir.empty()) {
+        w.error(t.get("spool_dir")->source(), "server.spool_dir", "must not be empty");
+    }
+    w.get_duration(t, "shutdown_grace", "server", s.shutdown_grace);
+}
+
+void read_log(Walker& w, const toml::table& t, LogConfig& l) {
+    w.check_keys(t, "log", {"level", "format"});
+    w.get_enum<LogLevel>(t, "level", "log", l.level,
+                         {{"debug", LogLevel::kDebug},
+                          {"info", LogLevel::kInfo},
+                          {"warn", LogLevel::kWarn},
+                          {"error", LogLevel::kError}});
+    w.get_enum<LogFormat>(t, "format", "log", l.format,
+                          {{"logfmt", LogFormat::kLogfmt}, {"json", LogFormat::kJson}});
+}
+
+void read_listener(Walker& w, const toml::table& t, const std::string& path, ListenerConfig& l) {
+    w.check_keys(t, path,
+                 {"name", "address", "trusted_networks", "relay", "max_message_size",
+                  "max_recipients", "max_connections", "max_connections_per_ip", "delivery",
+                  "route", "command_timeout", "data_timeout", "max_errors", "bare_lf"});
+    w.get_string(t, "name", path, l.name);
+    std::string address;
+    if (w.get_string(t, "address", path, address)) {
+        auto e = parse_endpoint(address);
+        if (!e) {
+            w.error(t.get("address")->source(), path + ".address",
+                    "\"" + address + "\" is not an IP address and port such as "
+                    "\"127.0.0.1:2525\" or \"[::1]:2525\"");
+        } else {
+            l.address = *e;
+        }
+    } else if (!t.get("address")) {
+        w.error(t.source(), path + ".address", "missing: every listener needs an address");
+    }
+    if (const toml::node* node = t.get("trusted_networks")) {
+        l.trusted_networks.clear();
+        if (const toml::array* arr = node->as_array()) {
+            for (const toml::node& item : *arr) {
+                auto s = item.value<std::string>();
+                auto cidr = (s && item.is_string()) ? Cidr::parse(*s) : std::nullopt;
+                if (!cidr) {
+                    w.error(item.source(), path + ".trusted_networks",
+                            (s ? "\"" + *s + "\"" : std::string("value")) +
+                                " is not a network such as \"10.0.0.0/8\" or \"::1/128\" "
+                                "(host bits must be zero)");
+                } else {
+                    l.trusted_networks.push_back(*cidr);
+                }
+            }
+        } else {
+            w.error(node->source(), path + ".trusted_networks", "expected an array of networks");
+        }
+    }
+    w.get_enum<RelayPolicy>(t, "relay", path, l.relay,
+                            {{"trusted", RelayPolicy::kTrusted},
+                             {"authenticated", RelayPolicy::kAuthenticated},
+                             {"trusted_or_authenticated", RelayPolicy::kTrustedOrAuthenticated}});
+    // RFC 5321 4.5.3.1.7: at least 64K octets of message content.
+    w.get_size(t, "max_message_size", path, l.max_message_size, 64 * 1024);
+    if (w.get_uint(t, "max_recipients", path, l.max_recipients, 1, 1000000) &&
+        l.max_recipients < 100) {
+        w.warn(t.get("max_recipients")->source(), path + ".max_recipients",
+               "below the 100 recipients RFC 5321 4.5.3.1.8 asks servers to accept");
+    }
+    w.get_uint(t, "max_connections", path, l.max_connections, 1, 1000000);
+    w.get_uint(t, "max_connections_per_ip", path, l.max_connections_per_ip, 1, 1000000);
+    w.get_enum<DeliveryMode>(
+        t, "delivery", path, l.delivery,
+        {{"queue", DeliveryMode::kQueue}, {"passthrough", DeliveryMode::kPassthrough}});
+    w.get_string(t, "route", path, l.route);
+    if (w.get_duration(t, "command_timeout", path, l.command_timeout) &&
+        l.command_timeout < std::chrono::minutes(5)) {
+        w.warn(t.get("command_timeout")->source(), path + ".command_timeout",
+               "below the 5 minutes RFC 5321 4.5.3.2.7 recommends");
+    }
+    if (w.get_duration(t, "data_timeout", path, l.data_timeout) &&
+        l.data_timeout < std::chrono::minutes(10)) {
+        w.warn(t.get("data_timeout")->source(), path + ".data_timeout",
+               "below the 10 minutes RFC 5321 4.5.3.2.6 recommends");
+    }
+    w.get_uint(t, "max_errors", path, l.max_errors, 1, 100000);
+    w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
+                                        {{"reject", smtp::BareLineEndPolicy::kReject},
+                                         {"normalize", smtp::BareLineEndPolicy::kNormalize}});
+}
+
+void read_route(Walker& w, const toml::table& t, const std::string& path, RouteConfig& r) {
+    w.check_keys(t, path, {"outbox", "upstream"});
+    if (t.get("upstream")) {
+        w.error(t.get("upstream")->source(), path + ".upstream",
+                "relaying through an upstream is not supported by this version of postern yet; "
+                "use outbox");
+    }
+    if (w.get_string(t, "outbox", path, r.outbox)) {
+        if (r.outbox.empty()) w.error(t.get("outbox")->source(), path + ".outbox", "must not be empty");
+    } else if (!t.get("outbox") && !t.get("upstream")) {
+        w.error(t.source(), path, "a route needs a target: outbox = \"DIR\"");
+    }
+}
+
+LoadResult walk(const toml::table& root, const std::string& name) {
+    LoadResult result;
+    Config& c = result.config;
+    c.source = name;
+    Walker w(name);
+
+    for (auto&& [key, node] : root) {
+        std::string k(key.str());
+        if (kNotYetSupported.count(k)) {
+            w.error(key.source(), k,
+                    "[" + k + "] is not supported by this version of postern yet (see README)");
+        }
+    }
+    std::vector<std::string_view> known = {"server", "log", "listener", "route"};
+    for (const std::string& k : kNotYetSupported) known.push_back(k);
+    w.check_keys(root, "", known);
+
+    auto table_at = [&](std::string_view key) -> const toml::table* {
+        const toml::node* node = root.get(key);
+        if (!node) return nullptr;
+        if (!node->is_table()) {
+            w.error(node->source(), std::string(key), "expected a table [" + std::string(key) + "]");
+            return nullptr;
+        }
+        return node->as_table();
+    };
+
+    if (const toml::table* t = table_at("server")) read_server(w, *t, c.server);
+    if (c.server.hostname.empty()) c.server.hostname = default_hostname();
+    if (const toml::table* t = table_at("log")) read_log(w, *t, c.log);
+
+    if (const toml::table* routes = table_at("route")) {
+        for (auto&& [key, node] : *routes) {
+            std::string path = "route." + std::string(key.str());
+            if (!node.is_table()) {
+                w.error(node.source(), path, "expected a table [" + path + "]");
+                continue;
+            }
+            RouteConfig r;
+            r.name = std::string(key.str());
+            read_route(w, *node.as_table(), path, r);
+            c.routes.emplace(r.name, r);
+        }
+    }
+
+    const toml::node* listeners = root.get("listener");
+    if (!listeners) {
+        w.error(root.source(), "listener", "no [[listener]]: postern needs at least one");
+    } else if (!listeners->is_array_of_tables()) {
+        w.error(listeners->source(), "listener", "expected [[listener]] tables");
+    } else {
+        size_t index = 0;
+        std::set<std::string> names;
+        std::set<std::string> addresses;
+        for (const toml::node& node : *listeners->as_array()) {
+            std::string path = "listener[" + std::to_string(index) + "]";
+            ListenerConfig l;
+            l.trusted_networks = {*Cidr::parse("127.0.0.0/8"), *Cidr::parse("::1/128")};
+            l.name = "listener" + std::to_string(index);
+            const toml::table& t = *node.as_table();
+            read_listener(w, t, path, l);
+            if (!names.insert(l.name).second) {
+                w.error(t.source(), path + ".name", "listener name \"" + l.name + "\" is used twice");
+            }
+            if (l.address.port != 0 && !addresses.insert(l.address.to_string()).second) {
+                w.error(t.source(), path + ".address",
+                        l.address.to_string() + " is used by two listeners");
+            }
+            if (!c.routes.count(l.route)) {
+                const toml::node* where = t.get("route");
+                w.error(where ? where->source() : t.source(), path + ".route",
+                        "unknown route \"" + l.route + "\": define it as [route." + l.route + "]");
+            }
+            c.listeners.push_back(std::move(l));
+            ++index;
+        }
+    }
+
+    if (c.server.threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        c.server.threads = cores > 0 ? static_cast<unsigned>(cores) : 1;
+    }
+    std::stable_sort(w.issues.begin(), w.issues.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+    });
+    result.issues = std::move(w.issues);
+    return result;
+}
+
+}  // namespace
+
+std::string Endpoint::to_string() const {
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+}
+
+std::string ConfigIssue::to_string() const {
+    std::string out = file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
+    if (warning) out += "warning: ";
+    if (!key.empty()) out += key + ": ";
+    return out + message;
+}
+
+bool LoadResult::ok() const {
+    return std::none_of(issues.begin(), issues.end(), [](const auto& i) { return !i.warning; });
+}
+
+LoadResult load_config_text(std::string_view text, const std::string& name) {
+    try {
+        toml::table root = toml::parse(text, std::string_view(name));
+        return walk(root, name);
+    } catch (const toml::parse_error& e) {
+        LoadResult result;
+        result.issues.push_back(ConfigIssue{name, static_cast<unsigned>(e.source().begin.line),
+                                            static_cast<unsigned>(e.source().begin.column), "",
+                                            std::string(e.description()), false});
+        return result;
+    }
+}
+
+LoadResult load_config_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        LoadResult result;
+        result.issues.push_back(
+            ConfigIssue{path, 0, 0, "", "cannot open the configuration file", false});
+        return result;
+    }
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return load_config_text(buffer.str(), path);
+}
+
+}  // namespace postern::config

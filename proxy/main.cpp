@@ -1,0 +1,102 @@
+// The postern command line: serve, check-config, version.
+#include <cstring>
+#include <optional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "proxy/config/config_loader.hpp"
+#include "proxy/observe/log.hpp"
+#include "proxy/server/server.hpp"
+
+namespace {
+
+constexpr const char* kDefaultConfig = "config/postern.toml";
+
+constexpr const char* kUsage =
+    "usage: postern <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve         run the relay\n"
+    "  check-config  validate the configuration and exit\n"
+    "  version       print the version\n"
+    "\n"
+    "Run 'postern <command> --help' for the options of a command.\n";
+
+void print_command_help(const std::string& command) {
+    if (command == "serve") {
+        std::cout << "usage: postern serve [--config FILE]\n\n"
+                     "Runs postern in the foreground, logging to standard error.\n"
+                     "SIGTERM or SIGINT stop it gracefully.\n\n"
+                     "  --config FILE  configuration file (default "
+                  << kDefaultConfig << ")\n";
+    } else if (command == "check-config") {
+        std::cout << "usage: postern check-config [--config FILE]\n\n"
+                     "Validates the configuration as 'serve' would. Prints every problem as\n"
+                     "file:line:col: key: message and exits 1, or prints a one-line summary\n"
+                     "and exits 0.\n\n"
+                     "  --config FILE  configuration file (default "
+                  << kDefaultConfig << ")\n";
+    } else {
+        std::cout << "usage: postern version\n\nPrints the version of postern.\n";
+    }
+}
+
+// Loads the configuration, printing its issues; nothing when it has errors.
+std::optional<postern::config::Config> load(const std::string& path) {
+    auto result = postern::config::load_config_file(path);
+    for (const auto& issue : result.issues) std::cerr << issue.to_string() << "\n";
+    if (!result.ok()) return std::nullopt;
+    return std::move(result.config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+        std::cout << kUsage;
+        return args.empty() ? 2 : 0;
+    }
+    const std::string command = args[0];
+    if (command != "serve" && command != "check-config" && command != "version") {
+        std::cerr << "postern: unknown command '" << command << "'\n\n" << kUsage;
+        return 2;
+    }
+    std::string config_path = kDefaultConfig;
+    for (size_t i = 1; i < args.size(); ++i) {
+        if (args[i] == "--help" || args[i] == "-h") {
+            print_command_help(command);
+            return 0;
+        }
+        if (command != "version" && args[i] == "--config" && i + 1 < args.size()) {
+            config_path = args[++i];
+        } else if (command != "version" && args[i].rfind("--config=", 0) == 0) {
+            config_path = args[i].substr(std::strlen("--config="));
+        } else {
+            std::cerr << "postern " << command << ": unexpected argument '" << args[i] << "'\n";
+            print_command_help(command);
+            return 2;
+        }
+    }
+
+    if (command == "version") {
+        std::cout << "postern " << POSTERN_VERSION << "\n";
+        return 0;
+    }
+    auto config = load(config_path);
+    if (!config) {
+        std::cerr << config_path << ": configuration has errors\n";
+        return 1;
+    }
+    if (command == "check-config") {
+        std::cout << config_path << ": ok (" << config->listeners.size() << " listener"
+                  << (config->listeners.size() == 1 ? "" : "s") << ", " << config->routes.size()
+                  << " route" << (config->routes.size() == 1 ? "" : "s") << ", "
+                  << config->server.threads << " threads)\n";
+        return 0;
+    }
+    postern::observe::configure_logging(config->log.level, config->log.format);
+    postern::server::Server server(*config);
+    return server.run();
+}

@@ -1,0 +1,29 @@
+// A message as accepted by the front end: its envelope (RFC 5321 MAIL/RCPT with their ESMTP
+// parameters, and who handed it over) and its content. This is what every delivery target
+// receives; it knows nothing of the session that built it.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "proxy/smtp/esmtp_params.hpp"
+
+namespace postern::queue {
+
+struct Envelope {
+    std::string queue_id;
+    smtp::MailFrom mail_from;
+    std::vector<smtp::RcptTo> recipients;
+    std::string client_ip;
+    uint16_t client_port = 0;
+    std::string helo;
+    std::string protocol;  // "ESMTP", "SMTP", ... as in the Received header (RFC 3848)
+    std::string listener;
+    std::chrono::system_clock::time_point received_at;
+};
+
+// The envelope as one JSON object (the outbox sidecar); keys are documented in docs/outbox.md.
+std::string envelope_to_json(const Envelope& envelope, uint64_t message_size);
+
+}  // namespace postern::queue

@@ -1,0 +1,33 @@
+// Received header; see received_header.hpp.
+#include "proxy/server/received_header.hpp"
+
+#include <ctime>
+
+namespace postern::server {
+
+std::string rfc5322_date(std::chrono::system_clock::time_point t) {
+    static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    std::time_t tt = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s, %d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday],
+                  tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
+    return buf;
+}
+
+std::string received_header(const queue::Envelope& e, const std::string& hostname) {
+    std::string literal = e.client_ip.find(':') != std::string::npos ? "[IPv6:" + e.client_ip + "]"
+                                                                       : "[" + e.client_ip + "]";
+    std::string h = "Received: from " + e.helo + " (" + literal + ")\r\n";
+    h += "\tby " + hostname + " (postern) with " + e.protocol + " id " + e.queue_id + "\r\n";
+    h += "\t";
+    if (e.recipients.size() == 1) h += "for <" + e.recipients.front().recipient.mailbox() + ">; ";
+    h += rfc5322_date(e.received_at) + "\r\n";
+    return h;
+}
+
+}  // namespace postern::server

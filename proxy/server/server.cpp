@@ -1,0 +1,252 @@
+// Server start-up, accept loops and shutdown; see server.hpp.
+#include "proxy/server/server.hpp"
+
+#include <signal.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <map>
+#include <thread>
+
+#include "proxy/observe/log.hpp"
+#include "proxy/queue/queue_id.hpp"
+#include "proxy/server/session.hpp"
+#include "proxy/smtp/replies.hpp"
+#include "proxy/upstream/outbox.hpp"
+
+namespace postern::server {
+
+using config::LogLevel;
+using observe::log;
+
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+// fsync-bound work: more threads let the file system commit several messages together.
+constexpr unsigned kStorageThreads = 16;
+constexpr int kListenBacklog = 1024;
+constexpr auto kForcedExitWait = std::chrono::seconds(5);
+
+}  // namespace
+
+struct Worker {
+    SessionRegistry registry;  // declared first: sessions still in `ctx` unregister on destruction
+    asio::io_context ctx{1};
+};
+
+struct ListenerState {
+    ListenerState(const config::Config& config, const config::ListenerConfig& listener,
+                  queue::QueueIdGenerator& ids, upstream::Outbox& outbox, asio::io_context& io)
+        : limits(listener.max_connections, listener.max_connections_per_ip),
+          context{config, listener, ids, outbox, limits},
+          acceptor(io) {}
+    ConnectionLimits limits;
+    ListenerContext context;
+    tcp::acceptor acceptor;
+};
+
+struct Server::Impl {
+    explicit Impl(const config::Config& c) : config(c), storage_pool(kStorageThreads) {}
+
+    asio::awaitable<void> accept_loop(ListenerState& listener);
+    asio::awaitable<void> run_session(tcp::socket socket, ListenerState& listener, Worker& worker,
+                                      config::IpAddress client, uint16_t port);
+    asio::awaitable<void> shutdown(int signal_number);
+    void tell_sessions(bool force);
+
+    const config::Config& config;
+    asio::thread_pool storage_pool;
+    queue::QueueIdGenerator ids;
+    std::map<std::string, std::unique_ptr<upstream::Outbox>> outboxes;
+    std::vector<std::unique_ptr<ListenerState>> listeners;
+    // Last, so destroyed first: coroutine frames left in the contexts refer to everything above.
+    std::vector<std::unique_ptr<Worker>> workers;
+    std::atomic<size_t> active_sessions{0};
+    std::atomic<uint64_t> next_session_id{1};
+    size_t next_worker = 0;
+    bool stopping = false;
+};
+
+Server::Server(const config::Config& config) : impl_(std::make_unique<Impl>(config)) {}
+Server::~Server() = default;
+
+asio::awaitable<void> Server::Impl::run_session(tcp::socket socket, ListenerState& listener,
+                                                Worker& worker, config::IpAddress client,
+                                                uint16_t port) {
+    uint64_t id = next_session_id++;
+    try {
+        Session session(std::move(socket), listener.context, worker.registry, id, client, port);
+        co_await session.run();
+    } catch (const std::exception& e) {
+        // The last catch of a session: it ends, the server goes on.
+        log(LogLevel::kError, "session_error", {{"conn", id}, {"error", e.what()}});
+    }
+    --active_sessions;
+}
+
+asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
+    while (true) {
+        Worker& worker = *workers[next_worker++ % workers.size()];
+        auto [ec, socket] = co_await listener.acceptor.async_accept(worker.ctx, kUseTuple);
+        if (stopping || !listener.acceptor.is_open()) co_return;
+        if (ec) {
+            // EMFILE and friends: wait a moment rather than spin, then go on accepting.
+            log(LogLevel::kWarn, "accept_failed",
+                {{"listener", listener.context.listener.name}, {"error", ec.message()}});
+            asio::steady_timer pause(co_await asio::this_coro::executor,
+                                     std::chrono::milliseconds(100));
+            co_await pause.async_wait(kUseTuple);
+            continue;
+        }
+        boost::system::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        auto remote = socket.remote_endpoint(ignored);
+        if (ignored) continue;  // already gone
+        auto client = config::IpAddress::parse(remote.address().to_string());
+        if (!client) continue;
+        auto admission = listener.limits.acquire(*client);
+        if (admission != ConnectionLimits::Admission::kAdmitted) {
+            bool per_ip = admission == ConnectionLimits::Admission::kTooManyFromAddress;
+            log(LogLevel::kWarn, "connection_refused",
+                {{"listener", listener.context.listener.name},
+                 {"client", client->to_string()},
+                 {"reason", per_ip ? "max_connections_per_ip" : "max_connections"}});
+            asio::co_spawn(worker.ctx,
+                           refuse_connection(std::move(socket),
+                                             per_ip ? smtp::replies::kTooManyConnectionsFromIp
+                                                    : smtp::replies::kTooManyConnections),
+                           asio::detached);
+            continue;
+        }
+        ++active_sessions;
+        asio::co_spawn(worker.ctx,
+                       run_session(std::move(socket), listener, worker, *client, remote.port()),
+                       asio::detached);
+    }
+}
+
+void Server::Impl::tell_sessions(bool force) {
+    for (auto& w : workers) {
+        Worker* worker = w.get();
+        asio::post(worker->ctx, [worker, force] { worker->registry.shutdown_all(force); });
+    }
+}
+
+asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
+    stopping = true;
+    log(LogLevel::kInfo, "shutdown",
+        {{"signal", signal_number},
+         {"sessions", active_sessions.load()},
+         {"grace_ms", static_cast<int64_t>(config.server.shutdown_grace.count())}});
+    for (auto& l : listeners) {
+        boost::system::error_code ignored;
+        l->acceptor.close(ignored);
+    }
+    tell_sessions(false);
+    const auto grace_end = std::chrono::steady_clock::now() + config.server.shutdown_grace;
+    bool forced = false;
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    while (active_sessions.load() > 0) {
+        auto now = std::chrono::steady_clock::now();
+        if (!forced && now >= grace_end) {
+            forced = true;
+            log(LogLevel::kWarn, "shutdown_forced", {{"sessions", active_sessions.load()}});
+            tell_sessions(true);
+        }
+        if (forced && now >= grace_end + kForcedExitWait) break;
+        tick.expires_after(std::chrono::milliseconds(20));
+        co_await tick.async_wait(kUseTuple);
+    }
+    log(LogLevel::kInfo, "stopped", {{"sessions_left", active_sessions.load()}});
+    for (auto& w : workers) w->ctx.stop();
+}
+
+int Server::run() {
+    Impl& s = *impl_;
+    const config::Config& config = s.config;
+    ::signal(SIGPIPE, SIG_IGN);
+
+    for (unsigned i = 0; i < config.server.threads; ++i) {
+        s.workers.push_back(std::make_unique<Worker>());
+    }
+    asio::io_context& main_ctx = s.workers.front()->ctx;
+
+    try {
+        for (const auto& [name, route] : config.routes) {
+            auto outbox = std::make_unique<upstream::Outbox>(route.outbox, s.storage_pool);
+            if (size_t n = outbox->writer().remove_stale_temporaries()) {
+                log(LogLevel::kWarn, "outbox_cleanup",
+                    {{"route", name}, {"dir", route.outbox}, {"removed_temporaries", n}});
+            }
+            s.outboxes.emplace(name, std::move(outbox));
+        }
+    } catch (const std::system_error& e) {
+        log(LogLevel::kError, "startup_failed", {{"error", e.what()}});
+        return 1;
+    }
+
+    for (const config::ListenerConfig& lc : config.listeners) {
+        auto state = std::make_unique<ListenerState>(config, lc, s.ids,
+                                                     *s.outboxes.at(lc.route), main_ctx);
+        boost::system::error_code ec;
+        tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
+        tcp::acceptor& a = state->acceptor;
+        if (!ec) a.open(endpoint.protocol(), ec);
+        if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+        if (!ec && endpoint.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
+        if (!ec) a.bind(endpoint, ec);
+        if (!ec) a.listen(kListenBacklog, ec);
+        if (ec) {
+            log(LogLevel::kError, "startup_failed",
+                {{"listener", lc.name},
+                 {"address", lc.address.to_string()},
+                 {"error", "cannot listen: " + ec.message()}});
+            return 1;
+        }
+        log(LogLevel::kInfo, "listening",
+            {{"listener", lc.name},
+             {"address", lc.address.to_string()},
+             {"route", lc.route},
+             {"relay", lc.relay == config::RelayPolicy::kTrusted ? "trusted" : "other"}});
+        s.listeners.push_back(std::move(state));
+    }
+    for (auto& l : s.listeners) {
+        asio::co_spawn(main_ctx, s.accept_loop(*l), asio::detached);
+    }
+
+    asio::signal_set signals(main_ctx, SIGTERM, SIGINT);
+    signals.async_wait([&s](const boost::system::error_code& ec, int number) {
+        if (ec) return;
+        asio::co_spawn(s.workers.front()->ctx, s.shutdown(number), asio::detached);
+    });
+
+    log(LogLevel::kInfo, "started",
+        {{"version", POSTERN_VERSION},
+         {"hostname", config.server.hostname},
+         {"threads", config.server.threads}});
+
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < s.workers.size(); ++i) {
+        Worker* w = s.workers[i].get();
+        threads.emplace_back([w] {
+            auto guard = asio::make_work_guard(w->ctx);
+            w->ctx.run();
+        });
+    }
+    {
+        auto guard = asio::make_work_guard(main_ctx);
+        main_ctx.run();
+    }
+    for (auto& t : threads) t.join();
+    s.storage_pool.join();
+    return 0;
+}
+
+}  // namespace postern::server

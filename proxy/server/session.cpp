@@ -1,0 +1,517 @@
+// Inbound SMTP session; see session.hpp. Replies are collected per pipelined group and written
+// with one write when the buffered input holds no further complete command, or after a command
+// that ends a group (RFC 2920 3.1), and before any wait for input.
+#include "proxy/server/session.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <charconv>
+
+#include "proxy/observe/log.hpp"
+#include "proxy/server/received_header.hpp"
+#include "proxy/smtp/address.hpp"
+#include "proxy/smtp/command.hpp"
+#include "proxy/smtp/replies.hpp"
+
+namespace postern::server {
+
+using namespace asio::experimental::awaitable_operators;
+using config::LogLevel;
+using observe::log;
+using smtp::Verb;
+namespace replies = smtp::replies;
+
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kCommandChunk = 1024;      // read size while waiting for commands
+constexpr size_t kDataChunk = 64 * 1024;    // read size while receiving message data
+constexpr size_t kKeepCapacity = 16 * 1024; // buffers above this are released when idle
+
+bool relay_needs_trust(config::RelayPolicy policy) {
+    // AUTH is not implemented yet, so "trusted_or_authenticated" admits the trusted only.
+    return policy != config::RelayPolicy::kAuthenticated;
+}
+
+// RFC 2920 3.1: after these the client waits for the reply, so the group ends here.
+bool ends_group(Verb verb) {
+    switch (verb) {
+        case Verb::kEhlo: case Verb::kHelo: case Verb::kData: case Verb::kVrfy:
+        case Verb::kExpn: case Verb::kQuit: case Verb::kNoop: case Verb::kHelp:
+        case Verb::kStarttls: case Verb::kAuth:
+            return true;
+        default:
+            return false;
+    }
+}
+
+void release_if_large(std::string& s) {
+    if (s.capacity() > kKeepCapacity) std::string().swap(s);
+}
+
+}  // namespace
+
+void SessionRegistry::shutdown_all(bool force) {
+    // Copy first: a session may end (and unregister) while being told.
+    std::vector<Session*> sessions(sessions_.begin(), sessions_.end());
+    for (Session* s : sessions) s->request_shutdown(force);
+}
+
+Session::Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry, uint64_t id,
+                 config::IpAddress client, uint16_t client_port)
+    : socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      ctx_(ctx),
+      registry_(registry),
+      id_(id),
+      client_(client),
+      client_text_(client.to_string()),
+      client_port_(client_port),
+      trusted_(config::any_contains(ctx.listener.trusted_networks, client)),
+      started_(std::chrono::steady_clock::now()) {
+    registry_.add(this);
+}
+
+Session::~Session() {
+    registry_.remove(this);
+    ctx_.limits.release(client_);
+}
+
+void Session::request_shutdown(bool force) {
+    draining_ = true;
+    force_stop_ = force_stop_ || force;
+    // Wake a session that waits for input; one that is writing or storing notices at its next
+    // read. A pending write is left to finish (or to time out).
+    if (reading_) timer_.cancel();
+}
+
+asio::awaitable<Session::ReadOutcome> Session::read_more(std::chrono::milliseconds timeout,
+                                                         size_t chunk) {
+    if (stop_now()) co_return ReadOutcome::kShutdown;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const size_t old = in_.size();
+    in_.resize(old + chunk);
+    while (true) {
+        timer_.expires_at(deadline);
+        reading_ = true;
+        auto result = co_await (
+            socket_.async_read_some(asio::buffer(in_.data() + old, chunk), kUseTuple) ||
+            timer_.async_wait(kUseTuple));
+        reading_ = false;
+        if (result.index() == 0) {
+            auto [ec, n] = std::get<0>(result);
+            in_.resize(old + n);
+            if (ec) {
+                end_reason_ = (ec == asio::error::eof) ? "client closed" : ec.message();
+                co_return ReadOutcome::kClosed;
+            }
+            co_return ReadOutcome::kData;
+        }
+        auto [ec] = std::get<1>(result);
+        if (!ec) {
+            in_.resize(old);
+            co_return ReadOutcome::kTimeout;
+        }
+        if (stop_now()) {
+            in_.resize(old);
+            co_return ReadOutcome::kShutdown;
+        }
+        // Woken by a drain while a transaction is open: keep waiting until the same deadline.
+    }
+}
+
+asio::awaitable<bool> Session::flush() {
+    if (out_.empty()) co_return true;
+    timer_.expires_after(ctx_.listener.command_timeout);
+    auto result =
+        co_await (asio::async_write(socket_, asio::buffer(out_), kUseTuple) ||
+                  timer_.async_wait(kUseTuple));
+    out_.clear();
+    if (result.index() == 0 && !std::get<0>(std::get<0>(result))) co_return true;
+    end_reason_ = result.index() == 0 ? "write failed" : "write timeout";
+    closing_ = true;
+    co_return false;
+}
+
+void Session::reply(const smtp::Reply& r, bool counts_as_error) {
+    r.append_to(out_, esmtp_);
+    if (r.code < 400) return;
+    if (current_verb_ != Verb::kUnknown || r.code != 421) {
+        log(LogLevel::kInfo, "reject",
+            {{"conn", id_},
+             {"client", client_text_},
+             {"cmd", smtp::verb_name(current_verb_)},
+             {"arg", line_},
+             {"reply", r.to_string(true).substr(0, r.to_string(true).size() - 2)}});
+    }
+    if (r.code == 421) {
+        closing_ = true;
+        return;
+    }
+    if (counts_as_error && ++errors_ >= ctx_.listener.max_errors) {
+        end_reason_ = "too many errors";
+        replies::kTooManyErrors.append_to(out_, esmtp_);
+        closing_ = true;
+    }
+}
+
+void Session::reset_transaction() {
+    transaction_ = Transaction{};
+    body_.clear();
+    release_if_large(body_);
+}
+
+asio::awaitable<void> Session::run() {
+    log(LogLevel::kInfo, "connect",
+        {{"conn", id_},
+         {"listener", ctx_.listener.name},
+         {"client", client_text_},
+         {"port", client_port_},
+         {"trusted", trusted_ ? "yes" : "no"}});
+    out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
+    bool ok = co_await flush();
+    while (ok && !closing_) {
+        co_await process_buffered();
+        if (closing_) break;
+        if (!co_await flush()) break;
+        ReadOutcome outcome = co_await read_more(ctx_.listener.command_timeout, kCommandChunk);
+        if (outcome != ReadOutcome::kData && !handle_read_failure(outcome)) break;
+    }
+    if (!out_.empty()) co_await flush();
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started_);
+    log(LogLevel::kInfo, "disconnect",
+        {{"conn", id_},
+         {"client", client_text_},
+         {"reason", end_reason_},
+         {"commands", commands_},
+         {"messages", messages_},
+         {"errors", errors_},
+         {"duration_ms", static_cast<int64_t>(elapsed.count())}});
+}
+
+bool Session::handle_read_failure(ReadOutcome outcome) {
+    switch (outcome) {
+        case ReadOutcome::kData:
+            return true;
+        case ReadOutcome::kClosed:
+            if (transaction_.active) end_reason_ += " in a transaction";
+            closing_ = true;
+            return false;
+        case ReadOutcome::kTimeout:
+            end_reason_ = "timeout";
+            current_verb_ = Verb::kUnknown;
+            reply(replies::kTimeout);
+            closing_ = true;
+            return false;
+        case ReadOutcome::kShutdown:
+            end_reason_ = "shutdown";
+            current_verb_ = Verb::kUnknown;
+            reply(replies::kShuttingDown);
+            closing_ = true;
+            return false;
+    }
+    return false;
+}
+
+asio::awaitable<void> Session::process_buffered() {
+    while (!closing_) {
+        auto result = reader_.next(in_);
+        switch (result.status) {
+            case smtp::CommandReader::Status::kNeedMore:
+                in_.erase(0, result.consumed);
+                co_return;
+            case smtp::CommandReader::Status::kTooLong:
+                in_.erase(0, result.consumed);
+                line_.clear();
+                current_verb_ = Verb::kUnknown;
+                reply(replies::kLineTooLong);
+                continue;
+            case smtp::CommandReader::Status::kBadLineEnd:
+                line_.assign(in_, 0, result.consumed);
+                in_.erase(0, result.consumed);
+                current_verb_ = Verb::kUnknown;
+                reply(replies::kBadCommandOctets);
+                continue;
+            case smtp::CommandReader::Status::kLine:
+                line_.assign(result.line);
+                in_.erase(0, result.consumed);
+                co_await dispatch(line_);
+                if (ends_group(current_verb_) && !closing_ && !co_await flush()) co_return;
+                continue;
+        }
+    }
+}
+
+asio::awaitable<void> Session::dispatch(const std::string& line) {
+    ++commands_;
+    smtp::Command cmd = smtp::parse_command(line);
+    current_verb_ = cmd.verb;
+    const bool extended_line = cmd.verb == Verb::kMail || cmd.verb == Verb::kRcpt;
+    if (!extended_line && line.size() + 2 > smtp::kMaxCommandLine) {
+        reply(replies::kLineTooLong);
+        co_return;
+    }
+    switch (cmd.verb) {
+        case Verb::kEhlo: on_helo(cmd.args, true); break;
+        case Verb::kHelo: on_helo(cmd.args, false); break;
+        case Verb::kMail: on_mail(cmd.args); break;
+        case Verb::kRcpt: on_rcpt(cmd.args); break;
+        case Verb::kData: co_await on_data(cmd.args); break;
+        case Verb::kBdat: co_await on_bdat(cmd.args); break;
+        case Verb::kRset:
+            if (!cmd.args.empty()) {
+                reply(replies::kNoArguments);
+                break;
+            }
+            reset_transaction();
+            reply(replies::kOk);
+            break;
+        case Verb::kNoop: reply(replies::kOk); break;
+        case Verb::kQuit:
+            reply(replies::kBye);
+            end_reason_ = "quit";
+            closing_ = true;
+            break;
+        case Verb::kVrfy: reply(replies::kCannotVrfy); break;
+        case Verb::kHelp:
+            reply({214, "2.0.0",
+                   "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"});
+            break;
+        case Verb::kExpn: reply(replies::kExpnDisabled); break;
+        case Verb::kStarttls:
+        case Verb::kAuth: reply(replies::kNotImplemented); break;
+        case Verb::kUnknown: reply(replies::kUnknownCommand); break;
+    }
+}
+
+void Session::on_helo(std::string_view args, bool extended) {
+    if (args.empty() ||
+        !(smtp::is_valid_domain(args, false) || smtp::is_valid_address_literal(args))) {
+        reply(replies::kHeloSyntax);
+        return;
+    }
+    // RFC 5321 4.1.4: EHLO/HELO resets the session as RSET does.
+    reset_transaction();
+    helo_ = std::string(args);
+    greeted_ = true;
+    esmtp_ = extended;
+    const std::string& host = ctx_.config.server.hostname;
+    if (!extended) {
+        smtp::Reply{250, "", host}.append_to(out_, false);
+        return;
+    }
+    std::vector<std::string> lines = {
+        host,
+        "PIPELINING",
+        "SIZE " + std::to_string(ctx_.listener.max_message_size),
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "CHUNKING",
+        "DSN",
+    };
+    smtp::append_multiline(out_, 250, lines);
+}
+
+void Session::on_mail(std::string_view args) {
+    if (!greeted_) return reply(replies::kNeedHelo);
+    if (transaction_.active) return reply(replies::kNestedMail);
+    if (draining_) {
+        end_reason_ = "shutdown";
+        return reply(replies::kShuttingDown);
+    }
+    if (ctx_.listener.relay == config::RelayPolicy::kAuthenticated) {
+        return reply(replies::kAuthRequired);
+    }
+    auto parsed = smtp::parse_mail_from(args, ctx_.listener.max_message_size);
+    if (parsed.error) return reply(*parsed.error);
+    transaction_.active = true;
+    transaction_.mail = std::move(parsed.value);
+    reply(replies::kSenderOk);
+}
+
+void Session::on_rcpt(std::string_view args) {
+    if (!transaction_.active) return reply(replies::kNeedMail);
+    if (transaction_.bdat_started) return reply(replies::kBdatInProgress);
+    // Relay permission comes before any look at the address: an untrusted client is refused
+    // for every address form, whatever the syntax (%-hack, routes, bang paths, quoting).
+    if (relay_needs_trust(ctx_.listener.relay) && !trusted_) {
+        return reply(replies::kRelayDenied);
+    }
+    auto parsed = smtp::parse_rcpt_to(args, transaction_.mail.params.smtputf8);
+    if (parsed.error) return reply(*parsed.error);
+    if (transaction_.recipients.size() >= ctx_.listener.max_recipients) {
+        // Not a client error: RFC 5321 4.5.3.1.10 expects the client to send the rest later.
+        return reply(replies::kTooManyRecipients, false);
+    }
+    transaction_.recipients.push_back(std::move(parsed.value));
+    reply(replies::kRecipientOk);
+}
+
+asio::awaitable<void> Session::on_data(std::string_view args) {
+    if (!args.empty()) co_return reply(replies::kNoArguments);
+    if (!transaction_.active) co_return reply(replies::kNeedMail);
+    if (transaction_.bdat_started) co_return reply(replies::kBdatInProgress);
+    if (transaction_.recipients.empty()) co_return reply(replies::kNeedRcpt);
+    reply(replies::kStartData);
+    if (!co_await flush()) co_return;
+
+    body_.clear();
+    if (auto declared = transaction_.mail.params.size) {
+        body_.reserve(std::min<uint64_t>(*declared, ctx_.listener.max_message_size));
+    }
+    smtp::DataReader reader(smtp::DataReader::Mode::kDotStuffed, ctx_.listener.bare_lf,
+                            ctx_.listener.max_message_size, body_);
+    in_.erase(0, reader.feed(in_));
+    while (!reader.done()) {
+        ReadOutcome outcome = co_await read_more(ctx_.listener.data_timeout, kDataChunk);
+        if (!handle_read_failure(outcome)) co_return;
+        in_.erase(0, reader.feed(in_));
+    }
+    release_if_large(in_);
+    co_await complete_transaction(reader.flags());
+}
+
+asio::awaitable<void> Session::on_bdat(std::string_view args) {
+    // BDAT size [LAST] (RFC 3030 2). Without a size the chunk's end cannot be known: close.
+    uint64_t size = 0;
+    std::string_view rest = args;
+    size_t space = rest.find(' ');
+    std::string_view number = rest.substr(0, space);
+    auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), size);
+    bool last = false;
+    bool syntax_ok = !number.empty() && number.size() <= 20 && ec == std::errc() &&
+                     ptr == number.data() + number.size();
+    if (space != std::string_view::npos) {
+        std::string_view tail = rest.substr(space + 1);
+        last = tail.size() == 4 && (tail[0] | 0x20) == 'l' && (tail[1] | 0x20) == 'a' &&
+               (tail[2] | 0x20) == 's' && (tail[3] | 0x20) == 't';
+        syntax_ok = syntax_ok && last;
+    }
+    if (!syntax_ok) {
+        end_reason_ = "BDAT syntax (chunk framing lost)";
+        reply(replies::kBdatSyntax);
+        closing_ = true;
+        co_return;
+    }
+
+    std::optional<smtp::Reply> error;
+    if (!transaction_.active) {
+        error = replies::kNeedMail;
+    } else if (transaction_.recipients.empty()) {
+        error = replies::kNeedRcpt;
+    } else if (transaction_.bdat_error) {
+        error = transaction_.bdat_error;
+    }
+    if (!error && !transaction_.bdat_started) {
+        transaction_.bdat_started = true;
+        body_.clear();
+        transaction_.chunk_reader = std::make_unique<smtp::DataReader>(
+            smtp::DataReader::Mode::kChunked, ctx_.listener.bare_lf,
+            ctx_.listener.max_message_size, body_);
+    }
+
+    // The chunk is read in full even when it is refused: RFC 3030 3 keeps the framing.
+    uint64_t remaining = size;
+    while (remaining > 0) {
+        if (in_.empty()) {
+            size_t want = static_cast<size_t>(std::min<uint64_t>(remaining, kDataChunk));
+            ReadOutcome outcome = co_await read_more(ctx_.listener.data_timeout, want);
+            if (!handle_read_failure(outcome)) co_return;
+        }
+        size_t take = static_cast<size_t>(std::min<uint64_t>(remaining, in_.size()));
+        if (!error) transaction_.chunk_reader->feed(std::string_view(in_).substr(0, take));
+        in_.erase(0, take);
+        remaining -= take;
+    }
+    release_if_large(in_);
+
+    if (!error && transaction_.chunk_reader->flags().too_big) {
+        transaction_.bdat_error = replies::kMessageTooBig;
+        error = replies::kMessageTooBig;
+    }
+    if (error) {
+        reply(*error);
+        if (last && transaction_.active) reset_transaction();
+        co_return;
+    }
+    if (!last) {
+        reply({250, "2.0.0", std::to_string(size) + " octets received"});
+        co_return;
+    }
+    transaction_.chunk_reader->finish();
+    smtp::DataReader::Flags flags = transaction_.chunk_reader->flags();
+    co_await complete_transaction(flags);
+}
+
+asio::awaitable<void> Session::complete_transaction(const smtp::DataReader::Flags& flags) {
+    const config::ListenerConfig& l = ctx_.listener;
+    std::optional<smtp::Reply> refusal;
+    if (flags.too_big) {
+        refusal = replies::kMessageTooBig;
+    } else if (flags.nul) {
+        refusal = replies::kNulInData;
+    } else if (flags.bare_line_end && l.bare_lf == smtp::BareLineEndPolicy::kReject) {
+        refusal = replies::kBareLineEnd;
+    } else if (flags.long_line) {
+        refusal = replies::kDataLineTooLong;
+    }
+    if (refusal) {
+        reply(*refusal);
+        reset_transaction();
+        co_return;
+    }
+
+    queue::Envelope envelope;
+    envelope.queue_id = ctx_.ids.next();
+    envelope.mail_from = std::move(transaction_.mail);
+    envelope.recipients = std::move(transaction_.recipients);
+    envelope.client_ip = client_text_;
+    envelope.client_port = client_port_;
+    envelope.helo = helo_;
+    envelope.protocol = std::string(envelope.mail_from.params.smtputf8 ? "UTF8SMTP"
+                                    : esmtp_                           ? "ESMTP"
+                                                                       : "SMTP");
+    envelope.listener = l.name;
+    envelope.received_at = std::chrono::system_clock::now();
+    std::string header = received_header(envelope, ctx_.config.server.hostname);
+
+    upstream::StoreResult stored = co_await ctx_.outbox.store(envelope, header, body_);
+    if (stored.error) {
+        log(LogLevel::kError, "store_failed",
+            {{"conn", id_},
+             {"queue_id", envelope.queue_id},
+             {"target", ctx_.outbox.dir()},
+             {"step", stored.step},
+             {"error", stored.error.message()}});
+        reply(replies::kStorageFailed);
+    } else {
+        ++messages_;
+        log(LogLevel::kInfo, "queued",
+            {{"conn", id_},
+             {"queue_id", envelope.queue_id},
+             {"from", envelope.mail_from.sender.mailbox()},
+             {"nrcpt", envelope.recipients.size()},
+             {"size", header.size() + body_.size()},
+             {"route", l.route},
+             {"target", ctx_.outbox.dir()}});
+        reply({250, "2.0.0", "Ok: queued as " + envelope.queue_id});
+    }
+    reset_transaction();
+}
+
+asio::awaitable<void> refuse_connection(tcp::socket socket, smtp::Reply reply) {
+    std::string text = reply.to_string(true);
+    co_await asio::async_write(socket, asio::buffer(text), kUseTuple);
+    boost::system::error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+}
+
+}  // namespace postern::server

@@ -1,0 +1,135 @@
+// One inbound SMTP connection (RFC 5321 with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
+// SMTPUTF8, CHUNKING and DSN parameters): one coroutine owns the socket and the session state,
+// runs the command loop, enforces the limits and timeouts of its listener, checks relay
+// permission and hands accepted messages to the listener's route target.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "proxy/config/config.hpp"
+#include "proxy/queue/queue_id.hpp"
+#include "proxy/server/connection_limits.hpp"
+#include "proxy/smtp/command.hpp"
+#include "proxy/smtp/data_reader.hpp"
+#include "proxy/smtp/esmtp_params.hpp"
+#include "proxy/smtp/line_reader.hpp"
+#include "proxy/smtp/reply.hpp"
+#include "proxy/upstream/outbox.hpp"
+
+namespace postern::server {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// What every session of one listener shares. Owned by the Server; outlives all sessions.
+struct ListenerContext {
+    const config::Config& config;
+    const config::ListenerConfig& listener;
+    queue::QueueIdGenerator& ids;
+    upstream::Outbox& outbox;
+    ConnectionLimits& limits;
+};
+
+class Session;
+
+// The sessions of one I/O thread, so that shutdown can reach them. Touched only on that thread.
+class SessionRegistry {
+public:
+    void add(Session* s) { sessions_.insert(s); }
+    void remove(Session* s) { sessions_.erase(s); }
+    // Drain: idle sessions close with 421 at once, sessions in a transaction after it.
+    // Force: every session closes with 421 now.
+    void shutdown_all(bool force);
+
+private:
+    std::unordered_set<Session*> sessions_;
+};
+
+class Session {
+public:
+    // Takes over an admitted connection slot of ctx.limits for `client`; gives it back on exit.
+    Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry, uint64_t id,
+            config::IpAddress client, uint16_t client_port);
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    asio::awaitable<void> run();
+
+    // Called on the session's own thread (through the registry).
+    void request_shutdown(bool force);
+
+private:
+    enum class ReadOutcome { kData, kClosed, kTimeout, kShutdown };
+
+    struct Transaction {
+        bool active = false;
+        smtp::MailFrom mail;
+        std::vector<smtp::RcptTo> recipients;
+        bool bdat_started = false;
+        std::optional<smtp::Reply> bdat_error;  // repeated for every chunk until LAST or RSET
+        std::unique_ptr<smtp::DataReader> chunk_reader;  // refers to body_
+    };
+
+    asio::awaitable<ReadOutcome> read_more(std::chrono::milliseconds timeout, size_t chunk);
+    asio::awaitable<bool> flush();
+    asio::awaitable<void> process_buffered();
+    asio::awaitable<void> dispatch(const std::string& line);
+
+    void on_helo(std::string_view args, bool extended);
+    void on_mail(std::string_view args);
+    void on_rcpt(std::string_view args);
+    asio::awaitable<void> on_data(std::string_view args);
+    asio::awaitable<void> on_bdat(std::string_view args);
+    asio::awaitable<void> complete_transaction(const smtp::DataReader::Flags& flags);
+    // Ends the session on a read that brought no data; returns false when it did.
+    bool handle_read_failure(ReadOutcome outcome);
+
+    void reply(const smtp::Reply& r, bool counts_as_error = true);
+    void reset_transaction();
+    bool stop_now() const { return force_stop_ || (draining_ && !transaction_.active); }
+
+    tcp::socket socket_;
+    asio::steady_timer timer_;
+    ListenerContext& ctx_;
+    SessionRegistry& registry_;
+    const uint64_t id_;
+    const config::IpAddress client_;
+    const std::string client_text_;
+    const uint16_t client_port_;
+    const bool trusted_;
+    const std::chrono::steady_clock::time_point started_;
+
+    std::string in_;   // received, not yet consumed
+    std::string out_;  // replies of the current pipelined group
+    std::string line_;
+    std::string body_;
+    smtp::CommandReader reader_;
+    smtp::Verb current_verb_ = smtp::Verb::kUnknown;
+
+    std::string helo_;
+    bool greeted_ = false;
+    bool esmtp_ = false;
+    Transaction transaction_;
+    unsigned errors_ = 0;
+    unsigned commands_ = 0;
+    unsigned messages_ = 0;
+    bool closing_ = false;
+    bool reading_ = false;
+    bool draining_ = false;
+    bool force_stop_ = false;
+    std::string end_reason_ = "quit";
+};
+
+// Tells a refused client why (421 at greeting) and closes; used when admission fails.
+asio::awaitable<void> refuse_connection(tcp::socket socket, smtp::Reply reply);
+
+}  // namespace postern::server

@@ -1,0 +1,120 @@
+// Message data state machine; see data_reader.hpp.
+#include "proxy/smtp/data_reader.hpp"
+
+namespace postern::smtp {
+
+DataReader::DataReader(Mode mode, BareLineEndPolicy policy, uint64_t max_size, std::string& out)
+    : mode_(mode), policy_(policy), max_size_(max_size), out_(out) {}
+
+void DataReader::emit(char c) {
+    ++size_;
+    if (flags_.too_big) return;
+    if (size_ > max_size_) {
+        // Stop buffering at once: nothing of an oversized message is kept or stored.
+        flags_.too_big = true;
+        out_.clear();
+        out_.shrink_to_fit();
+        return;
+    }
+    out_.push_back(c);
+}
+
+void DataReader::emit_line_end() {
+    emit('\r');
+    emit('\n');
+    line_length_ = 0;
+}
+
+void DataReader::bare_line_end() {
+    flags_.bare_line_end = true;
+    // Under "reject" the message is refused anyway; writing CRLF keeps the two policies on one
+    // path. Either way the next line starts "loose": it can never be the end of data.
+    emit_line_end();
+    state_ = State::kLineStartLoose;
+}
+
+void DataReader::text(unsigned char c) {
+    if (c == 0) {
+        flags_.nul = true;
+        return;
+    }
+    if (c >= 0x80) flags_.eight_bit = true;
+    if (++line_length_ > kMaxTextLine) flags_.long_line = true;
+    emit(static_cast<char>(c));
+}
+
+size_t DataReader::feed(std::string_view input) {
+    size_t i = 0;
+    while (i < input.size() && !done_) {
+        auto c = static_cast<unsigned char>(input[i]);
+        switch (state_) {
+            case State::kLineStart:
+                if (mode_ == Mode::kDotStuffed && c == '.') {
+                    state_ = State::kDot;
+                    ++i;
+                    continue;
+                }
+                state_ = State::kText;
+                continue;  // the same octet, as text
+            case State::kLineStartLoose:
+                state_ = State::kText;
+                continue;
+            case State::kDot:
+                if (c == '\r') {
+                    state_ = State::kDotCr;
+                    ++i;
+                    continue;
+                }
+                // RFC 5321 4.5.2: a leading "." followed by more text is removed. A "." followed
+                // by a bare LF is kept as content (it is not an end of data either way).
+                if (c == '\n') text('.');
+                state_ = State::kText;
+                continue;
+            case State::kDotCr:
+                if (c == '\n') {
+                    done_ = true;
+                    ++i;
+                    continue;
+                }
+                // "." CR then something else: the dot is content, the CR is bare.
+                text('.');
+                bare_line_end();
+                continue;
+            case State::kText:
+                if (c == '\r') {
+                    state_ = State::kCr;
+                } else if (c == '\n') {
+                    bare_line_end();
+                } else {
+                    text(c);
+                }
+                ++i;
+                continue;
+            case State::kCr:
+                if (c == '\n') {
+                    emit_line_end();
+                    state_ = State::kLineStart;
+                    ++i;
+                    continue;
+                }
+                bare_line_end();  // the CR was bare; the octet is judged on the loose line
+                continue;
+        }
+    }
+    return i;
+}
+
+void DataReader::finish() {
+    switch (state_) {
+        case State::kCr:
+            bare_line_end();
+            break;
+        case State::kText:
+            emit_line_end();
+            break;
+        default:
+            break;
+    }
+}
+
+}  // namespace postern::smtp

@@ -1,0 +1,129 @@
+// Outbox storage; see outbox_writer.hpp.
+#include "proxy/upstream/outbox_writer.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <vector>
+
+namespace postern::upstream {
+namespace {
+
+constexpr std::string_view kTempPrefix = ".tmp-";
+
+std::error_code last_error() { return {errno, std::generic_category()}; }
+
+// Writes all of the pieces, retrying short writes.
+std::error_code write_all(int fd, std::vector<std::string_view> pieces) {
+    for (std::string_view piece : pieces) {
+        const char* p = piece.data();
+        size_t left = piece.size();
+        while (left > 0) {
+            ssize_t n = ::write(fd, p, left);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return last_error();
+            }
+            p += n;
+            left -= static_cast<size_t>(n);
+        }
+    }
+    return {};
+}
+
+// Creates `name` exclusively in dir_fd, writes the pieces and flushes them to disk.
+std::error_code write_durable(int dir_fd, const std::string& name,
+                              std::vector<std::string_view> pieces) {
+    int fd = ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) return last_error();
+    std::error_code ec = write_all(fd, std::move(pieces));
+    if (!ec && ::fdatasync(fd) != 0) ec = last_error();
+    if (::close(fd) != 0 && !ec) ec = last_error();
+    return ec;
+}
+
+// rename() that fails instead of replacing an existing file (a queue id is never reused).
+std::error_code rename_new(int dir_fd, const std::string& from, const std::string& to) {
+    if (::renameat2(dir_fd, from.c_str(), dir_fd, to.c_str(), RENAME_NOREPLACE) != 0) {
+        return last_error();
+    }
+    return {};
+}
+
+}  // namespace
+
+OutboxWriter::OutboxWriter(std::string dir) : dir_(std::move(dir)) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    if (ec) throw std::system_error(ec, "cannot create outbox directory " + dir_);
+    dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd_ < 0) throw std::system_error(last_error(), "cannot open outbox directory " + dir_);
+}
+
+OutboxWriter::~OutboxWriter() {
+    if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+std::error_code OutboxWriter::write(std::string_view queue_id, std::string_view header,
+                                    std::string_view body, std::string_view envelope_json,
+                                    std::string* what) {
+    const std::string id(queue_id);
+    const std::string tmp_eml = std::string(kTempPrefix) + id + ".eml";
+    const std::string tmp_json = std::string(kTempPrefix) + id + ".json";
+    const std::string eml = id + ".eml";
+    const std::string json = id + ".json";
+    auto fail = [&](std::error_code ec, const char* step) {
+        if (what) *what = step;
+        ::unlinkat(dir_fd_, tmp_eml.c_str(), 0);
+        ::unlinkat(dir_fd_, tmp_json.c_str(), 0);
+        return ec;
+    };
+
+    if (auto ec = write_durable(dir_fd_, tmp_eml, {header, body})) return fail(ec, "write message");
+    if (auto ec = write_durable(dir_fd_, tmp_json, {envelope_json}))
+        return fail(ec, "write envelope");
+    // The sidecar first: whoever sees the .eml finds its envelope.
+    if (auto ec = rename_new(dir_fd_, tmp_json, json)) return fail(ec, "rename envelope");
+    if (auto ec = rename_new(dir_fd_, tmp_eml, eml)) {
+        ::unlinkat(dir_fd_, json.c_str(), 0);
+        return fail(ec, "rename message");
+    }
+    if (::fsync(dir_fd_) != 0) {
+        // The files are complete but their names may not survive a crash; the client will retry,
+        // so take them back rather than risk a silent duplicate.
+        std::error_code ec = last_error();
+        ::unlinkat(dir_fd_, eml.c_str(), 0);
+        ::unlinkat(dir_fd_, json.c_str(), 0);
+        return fail(ec, "sync directory");
+    }
+    return {};
+}
+
+size_t OutboxWriter::remove_stale_temporaries() {
+    size_t removed = 0;
+    int fd = ::dup(dir_fd_);
+    if (fd < 0) return 0;
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+        ::close(fd);
+        return 0;
+    }
+    std::vector<std::string> stale;
+    while (dirent* e = ::readdir(d)) {
+        std::string_view name = e->d_name;
+        if (name.substr(0, kTempPrefix.size()) == kTempPrefix) stale.emplace_back(name);
+    }
+    ::closedir(d);
+    for (const std::string& name : stale) {
+        if (::unlinkat(dir_fd_, name.c_str(), 0) == 0) ++removed;
+    }
+    return removed;
+}
+
+}  // namespace postern::upstream
