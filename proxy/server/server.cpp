@@ -10,7 +10,6 @@
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <map>
 #include <thread>
@@ -29,8 +28,6 @@ using observe::log;
 namespace {
 
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
-// fsync-bound work: more threads let the file system commit several messages together.
-constexpr unsigned kStorageThreads = 16;
 constexpr int kListenBacklog = 1024;
 constexpr auto kForcedExitWait = std::chrono::seconds(5);
 
@@ -53,7 +50,7 @@ struct ListenerState {
 };
 
 struct Server::Impl {
-    explicit Impl(const config::Config& c) : config(c), storage_pool(kStorageThreads) {}
+    explicit Impl(const config::Config& c) : config(c) {}
 
     asio::awaitable<void> accept_loop(ListenerState& listener);
     asio::awaitable<void> run_session(tcp::socket socket, ListenerState& listener, Worker& worker,
@@ -62,7 +59,6 @@ struct Server::Impl {
     void tell_sessions(bool force);
 
     const config::Config& config;
-    asio::thread_pool storage_pool;
     queue::QueueIdGenerator ids;
     std::map<std::string, std::unique_ptr<upstream::Outbox>> outboxes;
     std::vector<std::unique_ptr<ListenerState>> listeners;
@@ -180,7 +176,7 @@ int Server::run() {
 
     try {
         for (const auto& [name, route] : config.routes) {
-            auto outbox = std::make_unique<upstream::Outbox>(route.outbox, s.storage_pool);
+            auto outbox = std::make_unique<upstream::Outbox>(route.outbox);
             if (size_t n = outbox->writer().remove_stale_temporaries()) {
                 log(LogLevel::kWarn, "outbox_cleanup",
                     {{"route", name}, {"dir", route.outbox}, {"removed_temporaries", n}});
@@ -245,7 +241,6 @@ int Server::run() {
         main_ctx.run();
     }
     for (auto& t : threads) t.join();
-    s.storage_pool.join();
     return 0;
 }
 

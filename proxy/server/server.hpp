@@ -1,7 +1,8 @@
 // The server: I/O threads (one io_context each, one coroutine per connection), the listeners and
 // their accept loops, the route targets, signal handling and graceful shutdown.
 //
-// Threads: `server.threads` I/O threads run sessions; a separate pool runs blocking file I/O.
+// Threads: `server.threads` I/O threads run sessions; each outbox has a storage thread for the
+// blocking file I/O.
 // Shutdown (SIGTERM/SIGINT): stop accepting, let open transactions finish for
 // `server.shutdown_grace`, then close every session with 421 and return 0.
 #pragma once

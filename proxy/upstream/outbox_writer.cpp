@@ -37,13 +37,12 @@ std::error_code write_all(int fd, std::vector<std::string_view> pieces) {
     return {};
 }
 
-// Creates `name` exclusively in dir_fd, writes the pieces and flushes them to disk.
-std::error_code write_durable(int dir_fd, const std::string& name,
-                              std::vector<std::string_view> pieces) {
+// Creates `name` exclusively in dir_fd and writes the pieces (not yet synced: see commit()).
+std::error_code write_file(int dir_fd, const std::string& name,
+                           std::vector<std::string_view> pieces) {
     int fd = ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0) return last_error();
     std::error_code ec = write_all(fd, std::move(pieces));
-    if (!ec && ::fdatasync(fd) != 0) ec = last_error();
     if (::close(fd) != 0 && !ec) ec = last_error();
     return ec;
 }
@@ -70,39 +69,74 @@ OutboxWriter::~OutboxWriter() {
     if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
+OutboxWriter::Pending OutboxWriter::prepare(std::string_view queue_id, std::string_view header,
+                                            std::string_view body,
+                                            std::string_view envelope_json) {
+    const std::string id(queue_id);
+    Pending p{std::string(kTempPrefix) + id + ".eml", std::string(kTempPrefix) + id + ".json",
+              id + ".eml", id + ".json", {}, ""};
+    if (auto ec = write_file(dir_fd_, p.tmp_eml, {header, body})) {
+        p.error = ec;
+        p.step = "write message";
+    } else if (auto ec2 = write_file(dir_fd_, p.tmp_json, {envelope_json})) {
+        p.error = ec2;
+        p.step = "write envelope";
+    }
+    if (p.error) {
+        ::unlinkat(dir_fd_, p.tmp_eml.c_str(), 0);
+        ::unlinkat(dir_fd_, p.tmp_json.c_str(), 0);
+    }
+    return p;
+}
+
 std::error_code OutboxWriter::write(std::string_view queue_id, std::string_view header,
                                     std::string_view body, std::string_view envelope_json,
                                     std::string* what) {
-    const std::string id(queue_id);
-    const std::string tmp_eml = std::string(kTempPrefix) + id + ".eml";
-    const std::string tmp_json = std::string(kTempPrefix) + id + ".json";
-    const std::string eml = id + ".eml";
-    const std::string json = id + ".json";
-    auto fail = [&](std::error_code ec, const char* step) {
-        if (what) *what = step;
-        ::unlinkat(dir_fd_, tmp_eml.c_str(), 0);
-        ::unlinkat(dir_fd_, tmp_json.c_str(), 0);
-        return ec;
-    };
+    Pending p = prepare(queue_id, header, body, envelope_json);
+    if (!p.error) commit({&p});
+    if (p.error && what) *what = p.step;
+    return p.error;
+}
 
-    if (auto ec = write_durable(dir_fd_, tmp_eml, {header, body})) return fail(ec, "write message");
-    if (auto ec = write_durable(dir_fd_, tmp_json, {envelope_json}))
-        return fail(ec, "write envelope");
-    // The sidecar first: whoever sees the .eml finds its envelope.
-    if (auto ec = rename_new(dir_fd_, tmp_json, json)) return fail(ec, "rename envelope");
-    if (auto ec = rename_new(dir_fd_, tmp_eml, eml)) {
-        ::unlinkat(dir_fd_, json.c_str(), 0);
-        return fail(ec, "rename message");
+void OutboxWriter::commit(const std::vector<Pending*>& batch) {
+    auto fail_all = [&](std::error_code ec, const char* step) {
+        for (Pending* p : batch) {
+            if (p->error) continue;
+            p->error = ec;
+            p->step = step;
+        }
+    };
+    // 1. The temporaries' data and inodes, for the whole batch at once: one journal commit
+    // instead of one fdatasync per file.
+    if (::syncfs(dir_fd_) != 0) fail_all(last_error(), "sync data");
+    // 2. Publish: the sidecar first, so that whoever sees the .eml finds its envelope.
+    for (Pending* p : batch) {
+        if (p->error) continue;
+        if (auto ec = rename_new(dir_fd_, p->tmp_json, p->json)) {
+            p->error = ec;
+            p->step = "rename envelope";
+        } else if (auto ec2 = rename_new(dir_fd_, p->tmp_eml, p->eml)) {
+            ::unlinkat(dir_fd_, p->json.c_str(), 0);
+            p->error = ec2;
+            p->step = "rename message";
+        }
     }
+    // 3. The new names. If this fails the files may not survive a crash: take them back, the
+    // client is told 451 and retries, rather than risk losing a message we acknowledged.
     if (::fsync(dir_fd_) != 0) {
-        // The files are complete but their names may not survive a crash; the client will retry,
-        // so take them back rather than risk a silent duplicate.
         std::error_code ec = last_error();
-        ::unlinkat(dir_fd_, eml.c_str(), 0);
-        ::unlinkat(dir_fd_, json.c_str(), 0);
-        return fail(ec, "sync directory");
+        for (Pending* p : batch) {
+            if (p->error) continue;
+            ::unlinkat(dir_fd_, p->eml.c_str(), 0);
+            ::unlinkat(dir_fd_, p->json.c_str(), 0);
+        }
+        fail_all(ec, "sync directory");
     }
-    return {};
+    for (Pending* p : batch) {
+        if (!p->error) continue;
+        ::unlinkat(dir_fd_, p->tmp_eml.c_str(), 0);
+        ::unlinkat(dir_fd_, p->tmp_json.c_str(), 0);
+    }
 }
 
 size_t OutboxWriter::remove_stale_temporaries() {

@@ -3,12 +3,18 @@
 // (never over an existing file) and the directory is flushed, all before the caller may answer
 // 250. A reader that sees <queueid>.eml sees a complete message whose .json is already there.
 //
-// Blocking file I/O: call only from a worker thread, never from an I/O thread.
+// Group commit: prepare() writes a message's temporaries without syncing; commit() makes a whole
+// batch durable with one file-system sync, the renames and one directory sync. A message is
+// stored only when the commit() that covers it returned without error for it.
+//
+// Blocking file I/O: call only from a storage thread, never from an I/O thread. Not thread-safe:
+// one thread drives one writer (which also keeps the directory lock uncontended).
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 namespace postern::upstream {
 
@@ -21,8 +27,21 @@ public:
     OutboxWriter(const OutboxWriter&) = delete;
     OutboxWriter& operator=(const OutboxWriter&) = delete;
 
-    // Writes `header` followed by `body` as the message and `envelope_json` as the sidecar.
-    // On error nothing is left behind and the error names the failing step in `what`.
+    struct Pending {
+        std::string tmp_eml, tmp_json, eml, json;
+        std::error_code error;  // set by prepare() or commit(); nothing is left behind then
+        const char* step = "";  // the failing step, for the log
+    };
+
+    // Writes `header` followed by `body` as the message and `envelope_json` as the sidecar,
+    // under temporary names. Check `error` before committing.
+    Pending prepare(std::string_view queue_id, std::string_view header, std::string_view body,
+                    std::string_view envelope_json);
+
+    // Makes every prepared message of the batch durable and visible, or sets its error.
+    void commit(const std::vector<Pending*>& batch);
+
+    // prepare() and commit() of one message.
     std::error_code write(std::string_view queue_id, std::string_view header,
                           std::string_view body, std::string_view envelope_json,
                           std::string* what = nullptr);
