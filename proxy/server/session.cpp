@@ -47,8 +47,9 @@ bool ends_group(Verb verb) {
     }
 }
 
+// Gives back the memory of a large buffer, keeping what it holds (an idle session stays small).
 void release_if_large(std::string& s) {
-    if (s.capacity() > kKeepCapacity) std::string().swap(s);
+    if (s.capacity() > kKeepCapacity) s.shrink_to_fit();
 }
 
 }  // namespace

@@ -1,0 +1,210 @@
+"""Starts a real postern on loopback for integration tests, with a generated configuration, a
+random free port and a private outbox directory, and gives raw-socket SMTP helpers.
+
+Environment: POSTERN_BIN (the binary; default ../../build/postern), POSTERN_SOURCE (the repo).
+Run with Debian's /usr/bin/python3 (ctest does).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.environ.get("POSTERN_SOURCE", os.path.normpath(os.path.join(HERE, "..", "..")))
+BINARY = os.environ.get("POSTERN_BIN", os.path.join(SOURCE, "build", "postern"))
+SHARED = os.path.normpath(os.path.join(SOURCE, "..", "shared"))
+
+
+def free_port(host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+class Postern:
+    """One postern process. `listener` overrides keys of the single [[listener]]."""
+
+    def __init__(self, listener=None, server=None, extra_toml=""):
+        self.dir = tempfile.mkdtemp(prefix="postern-it-")
+        self.outbox = os.path.join(self.dir, "outbox")
+        self.port = free_port()
+        self.log_path = os.path.join(self.dir, "postern.log")
+        listener_keys = {"name": "test", "address": f"127.0.0.1:{self.port}",
+                         "trusted_networks": ["127.0.0.0/8", "::1/128"]}
+        listener_keys.update(listener or {})
+        server_keys = {"hostname": "postern.test", "threads": 2, "shutdown_grace": "5s"}
+        server_keys.update(server or {})
+        lines = ["[server]"] + [f"{k} = {toml_value(v)}" for k, v in server_keys.items()]
+        lines += ["[log]", 'level = "debug"', "[[listener]]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in listener_keys.items()]
+        lines += ["[route.default]", f"outbox = {toml_value(self.outbox)}", extra_toml]
+        self.config_path = os.path.join(self.dir, "postern.toml")
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.proc = None
+
+    def start(self):
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([BINARY, "serve", "--config", self.config_path],
+                                     stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("postern exited at start-up:\n" + self.log())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("postern did not start listening:\n" + self.log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log_file.close()
+        return self.proc.returncode if self.proc else None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def messages(self):
+        """{queue_id: (eml bytes, envelope dict)} of the outbox."""
+        out = {}
+        if not os.path.isdir(self.outbox):
+            return out
+        for name in sorted(os.listdir(self.outbox)):
+            if name.endswith(".eml"):
+                qid = name[:-4]
+                with open(os.path.join(self.outbox, name), "rb") as f:
+                    eml = f.read()
+                with open(os.path.join(self.outbox, qid + ".json")) as f:
+                    env = json.load(f)
+                out[qid] = (eml, env)
+        return out
+
+    def outbox_names(self):
+        return sorted(os.listdir(self.outbox)) if os.path.isdir(self.outbox) else []
+
+    def connect(self, source=None, timeout=10):
+        return SmtpConn(("127.0.0.1", self.port), source=source, timeout=timeout)
+
+
+def strip_received(eml):
+    """The message as the client sent it: without postern's Received header (a first line and
+    its tab-indented continuation lines)."""
+    assert eml.startswith(b"Received: from "), eml[:80]
+    pos = eml.index(b"\r\n") + 2
+    while eml[pos:pos + 1] == b"\t":
+        pos = eml.index(b"\r\n", pos) + 2
+    return eml[pos:]
+
+
+class SmtpConn:
+    """A raw SMTP client: send bytes as they are, read replies as (code, [lines])."""
+
+    def __init__(self, address, source=None, timeout=10):
+        self.sock = socket.create_connection(address, timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by server; buffered: %r" % self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def reply(self):
+        """One (possibly multi-line) reply: (code, text of the last line, all lines)."""
+        lines = []
+        while True:
+            line = self._line()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return int(line[:3]), line[4:], lines
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True when the server closed the connection (after any buffered replies)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class PosternTestCase(unittest.TestCase):
+    """Starts one postern per test class; LISTENER and SERVER override config keys."""
+    LISTENER = {}
+    SERVER = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.postern = Postern(listener=cls.LISTENER, server=cls.SERVER).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.postern.cleanup()
+
+    def greet(self, ehlo="client.test", source=None):
+        c = self.postern.connect(source=source)
+        self.addCleanup(c.close)
+        code, _, _ = c.reply()
+        self.assertEqual(code, 220)
+        if ehlo:
+            code, _, _ = c.cmd("EHLO " + ehlo)
+            self.assertEqual(code, 250)
+        return c
