@@ -8,7 +8,7 @@ DataReader::DataReader(Mode mode, BareLineEndPolicy policy, uint64_t max_size, s
 
 void DataReader::emit(char c) {
     ++size_;
-    if (flags_.too_big) return;
+    if (flags_.too_big || refused_) return;
     if (size_ > max_size_) {
         // Stop buffering at once: nothing of an oversized message is kept or stored.
         flags_.too_big = true;
@@ -27,15 +27,24 @@ void DataReader::emit_line_end() {
 
 void DataReader::bare_line_end() {
     flags_.bare_line_end = true;
-    // Under "reject" the message is refused anyway; writing CRLF keeps the two policies on one
-    // path. Either way the next line starts "loose": it can never be the end of data.
+    if (policy_ == BareLineEndPolicy::kReject) refuse();
+    // The framing is the same under both policies: the next line starts "loose", so it can
+    // never be the end of data.
     emit_line_end();
     state_ = State::kLineStartLoose;
+}
+
+void DataReader::refuse() {
+    // The message will be refused: keep reading to its end, but stop buffering it.
+    refused_ = true;
+    out_.clear();
+    out_.shrink_to_fit();
 }
 
 void DataReader::text(unsigned char c) {
     if (c == 0) {
         flags_.nul = true;
+        refuse();
         return;
     }
     if (c >= 0x80) flags_.eight_bit = true;

@@ -31,7 +31,8 @@ public:
         bool eight_bit = false;      // an octet above 127
     };
 
-    // Decoded content is appended to `out` until it would pass max_size.
+    // Decoded content is appended to `out` until it would pass max_size, or until the message is
+    // known to be refused (a NUL, or a bare CR/LF under "reject"): then `out` is emptied.
     DataReader(Mode mode, BareLineEndPolicy policy, uint64_t max_size, std::string& out);
 
     // Consumes input up to and including the end-of-data line (DATA mode) and returns the number
@@ -58,6 +59,7 @@ private:
 
     void emit(char c);
     void emit_line_end();
+    void refuse();
     void bare_line_end();
     void text(unsigned char c);
 
@@ -69,6 +71,7 @@ private:
     size_t line_length_ = 0;
     uint64_t size_ = 0;
     bool done_ = false;
+    bool refused_ = false;  // a bare CR/LF under "reject", or a NUL: nothing more is kept
     Flags flags_;
 };
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each, starting from the seeds in tests/fuzz/corpus and
+# keeping what it finds in BUILD/corpus. Exits non-zero on the first crash or broken invariant.
+set -euo pipefail
+build=${1:?build dir}
+seconds=${2:-30}
+here=$(cd "$(dirname "$0")" && pwd)
+for target in fuzz_command_parser fuzz_data_reader fuzz_config_loader; do
+    corpus="$build/corpus/$target"
+    mkdir -p "$corpus"
+    echo "fuzz: $target for ${seconds}s"
+    "$build/tests/fuzz/$target" -max_total_time="$seconds" -max_len=4096 -print_final_stats=0 \
+        -artifact_prefix="$build/$target-" "$corpus" "$here/corpus/$target" 2>"$build/$target.log" \
+        || { tail -40 "$build/$target.log"; echo "fuzz: $target FAILED"; exit 1; }
+    grep -E '^(#[0-9]+\s+DONE|Done)' "$build/$target.log" | tail -1 || true
+done
+echo "fuzz: all targets passed"
