@@ -2,6 +2,7 @@
 #include "proxy/server/server.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -168,6 +169,14 @@ int Server::run() {
     Impl& s = *impl_;
     const config::Config& config = s.config;
     ::signal(SIGPIPE, SIG_IGN);
+    // A file-size limit must fail the write (EFBIG -> 451), not kill the server.
+    ::signal(SIGXFSZ, SIG_IGN);
+    // One descriptor per connection: take the hard limit, as max_connections may need it.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
 
     for (unsigned i = 0; i < config.server.threads; ++i) {
         s.workers.push_back(std::make_unique<Worker>());

@@ -59,11 +59,12 @@ class Postern:
             f.write("\n".join(lines) + "\n")
         self.proc = None
 
-    def start(self):
+    def start(self, preexec_fn=None):
+        """Starts the server; preexec_fn runs in the child before exec (e.g. set rlimits)."""
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen([BINARY, "serve", "--config", self.config_path],
                                      stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
