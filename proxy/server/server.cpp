@@ -12,6 +12,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -219,18 +220,30 @@ int Server::run() {
             {{"listener", lc.name},
              {"address", lc.address.to_string()},
              {"route", lc.route},
-             {"relay", lc.relay == config::RelayPolicy::kTrusted ? "trusted" : "other"}});
+             {"relay", lc.relay == config::RelayPolicy::kTrusted         ? "trusted"
+                       : lc.relay == config::RelayPolicy::kAuthenticated ? "authenticated"
+                                                                         : "trusted_or_authenticated"}});
         s.listeners.push_back(std::move(state));
     }
     for (auto& l : s.listeners) {
         asio::co_spawn(main_ctx, s.accept_loop(*l), asio::detached);
     }
 
+    // The first SIGTERM/SIGINT drains; a second one closes every session at once.
     asio::signal_set signals(main_ctx, SIGTERM, SIGINT);
-    signals.async_wait([&s](const boost::system::error_code& ec, int number) {
-        if (ec) return;
-        asio::co_spawn(s.workers.front()->ctx, s.shutdown(number), asio::detached);
-    });
+    std::function<void(const boost::system::error_code&, int)> on_signal =
+        [&](const boost::system::error_code& ec, int number) {
+            if (ec) return;
+            if (!s.stopping) {
+                asio::co_spawn(main_ctx, s.shutdown(number), asio::detached);
+            } else {
+                log(LogLevel::kWarn, "shutdown_forced",
+                    {{"signal", number}, {"sessions", s.active_sessions.load()}});
+                s.tell_sessions(true);
+            }
+            signals.async_wait(on_signal);
+        };
+    signals.async_wait(on_signal);
 
     log(LogLevel::kInfo, "started",
         {{"version", POSTERN_VERSION},

@@ -90,8 +90,12 @@ void Session::request_shutdown(bool force) {
 
 asio::awaitable<Session::ReadOutcome> Session::read_more(std::chrono::milliseconds timeout,
                                                          size_t chunk) {
+    co_return co_await read_until(std::chrono::steady_clock::now() + timeout, chunk);
+}
+
+asio::awaitable<Session::ReadOutcome> Session::read_until(
+    std::chrono::steady_clock::time_point deadline, size_t chunk) {
     if (stop_now()) co_return ReadOutcome::kShutdown;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
     const size_t old = in_.size();
     in_.resize(old + chunk);
     while (true) {
@@ -140,12 +144,14 @@ void Session::reply(const smtp::Reply& r, bool counts_as_error) {
     r.append_to(out_, esmtp_);
     if (r.code < 400) return;
     if (current_verb_ != Verb::kUnknown || r.code != 421) {
+        std::string text = r.to_string(true);
+        text.resize(text.size() - 2);  // without CRLF
         log(LogLevel::kInfo, "reject",
             {{"conn", id_},
              {"client", client_text_},
              {"cmd", smtp::verb_name(current_verb_)},
              {"arg", line_},
-             {"reply", r.to_string(true).substr(0, r.to_string(true).size() - 2)}});
+             {"reply", text}});
     }
     if (r.code == 421) {
         closing_ = true;
@@ -173,11 +179,17 @@ asio::awaitable<void> Session::run() {
          {"trusted", trusted_ ? "yes" : "no"}});
     out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
     bool ok = co_await flush();
+    std::chrono::steady_clock::time_point command_deadline;
     while (ok && !closing_) {
         co_await process_buffered();
         if (closing_) break;
         if (!co_await flush()) break;
-        ReadOutcome outcome = co_await read_more(ctx_.listener.command_timeout, kCommandChunk);
+        // command_timeout bounds the whole command line, not each read: a client trickling a
+        // line one octet at a time cannot hold the session for longer.
+        if (in_.empty()) {
+            command_deadline = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
+        }
+        ReadOutcome outcome = co_await read_until(command_deadline, kCommandChunk);
         if (outcome != ReadOutcome::kData && !handle_read_failure(outcome)) break;
     }
     if (!out_.empty()) co_await flush();
@@ -279,7 +291,9 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             end_reason_ = "quit";
             closing_ = true;
             break;
-        case Verb::kVrfy: reply(replies::kCannotVrfy); break;
+        case Verb::kVrfy:
+            reply(cmd.args.empty() ? replies::kVrfySyntax : replies::kCannotVrfy);
+            break;
         case Verb::kHelp:
             reply({214, "2.0.0",
                    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"});
@@ -292,6 +306,7 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
 }
 
 void Session::on_helo(std::string_view args, bool extended) {
+    while (!args.empty() && args.back() == ' ') args.remove_suffix(1);  // tolerated, as Postfix
     if (args.empty() ||
         !(smtp::is_valid_domain(args, false) || smtp::is_valid_address_literal(args))) {
         reply(replies::kHeloSyntax);
@@ -365,7 +380,8 @@ asio::awaitable<void> Session::on_data(std::string_view args) {
 
     body_.clear();
     if (auto declared = transaction_.mail.params.size) {
-        body_.reserve(std::min<uint64_t>(*declared, ctx_.listener.max_message_size));
+        // A hint only: a client's SIZE must not make idle memory.
+        body_.reserve(std::min<uint64_t>({*declared, ctx_.listener.max_message_size, kDataChunk}));
     }
     smtp::DataReader reader(smtp::DataReader::Mode::kDotStuffed, ctx_.listener.bare_lf,
                             ctx_.listener.max_message_size, body_);
@@ -410,6 +426,7 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
     } else if (transaction_.bdat_error) {
         error = transaction_.bdat_error;
     }
+    const bool repeated_error = transaction_.bdat_error.has_value();
     if (!error && !transaction_.bdat_started) {
         transaction_.bdat_started = true;
         body_.clear();
@@ -422,6 +439,7 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
     uint64_t remaining = size;
     while (remaining > 0) {
         if (in_.empty()) {
+            if (!co_await flush()) co_return;
             size_t want = static_cast<size_t>(std::min<uint64_t>(remaining, kDataChunk));
             ReadOutcome outcome = co_await read_more(ctx_.listener.data_timeout, want);
             if (!handle_read_failure(outcome)) co_return;
@@ -438,7 +456,9 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
         error = replies::kMessageTooBig;
     }
     if (error) {
-        reply(*error);
+        // Only the first refusal of a chunked message counts toward max_errors: the client had
+        // to send the rest of its chunks anyway (RFC 3030 3).
+        reply(*error, !repeated_error);
         if (last && transaction_.active) reset_transaction();
         co_return;
     }
@@ -494,6 +514,7 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader::Flag
         reply(replies::kStorageFailed);
     } else {
         ++messages_;
+        errors_ = 0;  // as Postfix: max_errors counts errors since the last delivered message
         log(LogLevel::kInfo, "queued",
             {{"conn", id_},
              {"queue_id", envelope.queue_id},

@@ -79,7 +79,10 @@ private:
         std::unique_ptr<smtp::DataReader> chunk_reader;  // refers to body_
     };
 
+    // Reads up to `chunk` more octets into in_, waiting at most `timeout` (or until `deadline`).
     asio::awaitable<ReadOutcome> read_more(std::chrono::milliseconds timeout, size_t chunk);
+    asio::awaitable<ReadOutcome> read_until(std::chrono::steady_clock::time_point deadline,
+                                            size_t chunk);
     asio::awaitable<bool> flush();
     asio::awaitable<void> process_buffered();
     asio::awaitable<void> dispatch(const std::string& line);

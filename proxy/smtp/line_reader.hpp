@@ -1,6 +1,6 @@
-// Strict command-line framing (RFC 5321 2.3.8, 4.1.1): a command ends only with CRLF. A bare CR,
-// bare LF or NUL never ends a command; the whole line is refused instead, so that a client and
-// postern can never disagree on where one command stops and the next begins.
+// Strict command-line framing (RFC 5321 2.3.8, 4.1.1): a command is a line that ends with CRLF.
+// Octets up to a bare LF, or a line holding a bare CR or NUL, are refused as a whole (500) and
+// never run as a command; whatever follows the LF is judged as the next line.
 #pragma once
 
 #include <cstddef>
