@@ -60,7 +60,9 @@ std::optional<Cidr> Cidr::parse(std::string_view text) {
         if (cidr.network.bytes[bit / 8] & (0x80 >> (bit % 8))) return std::nullopt;
     }
     cidr.prefix = prefix;
-    if (v4_syntax) cidr.network.v4 = true;
+    // contains() reads `prefix` in IPv4 terms only for IPv4 syntax. IpAddress::parse marks an
+    // IPv4-mapped IPv6 address (::ffff:a.b.c.d) as v4 too, but its prefix is in IPv6 terms.
+    cidr.network.v4 = v4_syntax;
     return cidr;
 }
 

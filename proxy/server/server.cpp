@@ -12,6 +12,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <thread>
@@ -62,7 +63,9 @@ struct Server::Impl {
 
     const config::Config& config;
     queue::QueueIdGenerator ids;
+    // One Outbox (one storage thread) per directory, shared by the routes that name it.
     std::map<std::string, std::unique_ptr<upstream::Outbox>> outboxes;
+    std::map<std::string, upstream::Outbox*> route_targets;
     std::vector<std::unique_ptr<ListenerState>> listeners;
     // Last, so destroyed first: coroutine frames left in the contexts refer to everything above.
     std::vector<std::unique_ptr<Worker>> workers;
@@ -186,12 +189,16 @@ int Server::run() {
 
     try {
         for (const auto& [name, route] : config.routes) {
-            auto outbox = std::make_unique<upstream::Outbox>(route.outbox);
-            if (size_t n = outbox->writer().remove_stale_temporaries()) {
-                log(LogLevel::kWarn, "outbox_cleanup",
-                    {{"route", name}, {"dir", route.outbox}, {"removed_temporaries", n}});
+            std::string dir = std::filesystem::weakly_canonical(route.outbox).string();
+            auto& outbox = s.outboxes[dir];
+            if (!outbox) {
+                outbox = std::make_unique<upstream::Outbox>(route.outbox);
+                if (size_t n = outbox->writer().remove_stale_temporaries()) {
+                    log(LogLevel::kWarn, "outbox_cleanup",
+                        {{"route", name}, {"dir", route.outbox}, {"removed_temporaries", n}});
+                }
             }
-            s.outboxes.emplace(name, std::move(outbox));
+            s.route_targets[name] = outbox.get();
         }
     } catch (const std::system_error& e) {
         log(LogLevel::kError, "startup_failed", {{"error", e.what()}});
@@ -200,7 +207,7 @@ int Server::run() {
 
     for (const config::ListenerConfig& lc : config.listeners) {
         auto state = std::make_unique<ListenerState>(config, lc, s.ids,
-                                                     *s.outboxes.at(lc.route), main_ctx);
+                                                     *s.route_targets.at(lc.route), main_ctx);
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         tcp::acceptor& a = state->acceptor;

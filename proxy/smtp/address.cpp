@@ -223,7 +223,7 @@ PathParse parse_path(std::string_view input, PathOptions options) {
         if (colon == std::string_view::npos) return fail(AddressError::kSyntax);
         std::string_view adl = inner.substr(0, colon);
         size_t start = 0;
-        while (start < adl.size()) {
+        while (true) {  // every At-domain, including an empty one after a trailing ","
             size_t comma = adl.find(',', start);
             std::string_view at_domain = adl.substr(start, comma - start);
             if (at_domain.size() < 2 || at_domain.front() != '@' ||

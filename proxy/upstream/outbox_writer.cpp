@@ -38,12 +38,14 @@ std::error_code write_all(int fd, std::vector<std::string_view> pieces) {
 }
 
 // Creates `name` exclusively in dir_fd and writes the pieces (not yet synced: see commit()).
+// On failure the file is gone, unless it existed before: that one belongs to someone else.
 std::error_code write_file(int dir_fd, const std::string& name,
                            std::vector<std::string_view> pieces) {
     int fd = ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0) return last_error();
     std::error_code ec = write_all(fd, std::move(pieces));
     if (::close(fd) != 0 && !ec) ec = last_error();
+    if (ec) ::unlinkat(dir_fd, name.c_str(), 0);
     return ec;
 }
 
@@ -75,16 +77,15 @@ OutboxWriter::Pending OutboxWriter::prepare(std::string_view queue_id, std::stri
     const std::string id(queue_id);
     Pending p{std::string(kTempPrefix) + id + ".eml", std::string(kTempPrefix) + id + ".json",
               id + ".eml", id + ".json", {}, ""};
+    // On failure only what this call created is removed: a temporary that already existed
+    // (EEXIST) is another message's.
     if (auto ec = write_file(dir_fd_, p.tmp_eml, {header, body})) {
         p.error = ec;
         p.step = "write message";
     } else if (auto ec2 = write_file(dir_fd_, p.tmp_json, {envelope_json})) {
+        ::unlinkat(dir_fd_, p.tmp_eml.c_str(), 0);
         p.error = ec2;
         p.step = "write envelope";
-    }
-    if (p.error) {
-        ::unlinkat(dir_fd_, p.tmp_eml.c_str(), 0);
-        ::unlinkat(dir_fd_, p.tmp_json.c_str(), 0);
     }
     return p;
 }

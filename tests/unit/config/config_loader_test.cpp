@@ -1,1 +1,601 @@
+// Unit tests for the TOML configuration loader (proxy/config/config_loader.hpp): defaults, every
+// kind of issue with its file:line:col and key, warnings, and several issues in one file.
+#include "proxy/config/config_loader.hpp"
+
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace postern::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kFile = "test.toml";
+
+// The smallest valid configuration: one listener and the route it uses.
+constexpr const char* kMinimal = R"([[listener]]
+address = "127.0.0.1:2525"
+
+[route.default]
+outbox = "var/outbox"
+)";
+
+LoadResult load(const std::string& text) {
+    return load_config_text(text, kFile);
+}
+
+std::string dump(const LoadResult& r) {
+    std::string s;
+    for (const ConfigIssue& i : r.issues) s += "  " + i.to_string() + "\n";
+    return s.empty() ? "  (no issues)\n" : s;
+}
+
+std::vector<ConfigIssue> errors(const LoadResult& r) {
+    std::vector<ConfigIssue> out;
+    for (const ConfigIssue& i : r.issues) {
+        if (!i.warning) out.push_back(i);
+    }
+    return out;
+}
+
+// The one issue about `key`; fails the test when there is not exactly one.
+ConfigIssue issue_for(const LoadResult& r, const std::string& key) {
+    std::vector<ConfigIssue> found;
+    for (const ConfigIssue& i : r.issues) {
+        if (i.key == key) found.push_back(i);
+    }
+    EXPECT_EQ(found.size(), 1u) << "issues for " << key << ":\n" << dump(r);
+    return found.empty() ? ConfigIssue{} : found.front();
+}
+
+// Asserts one error about `key` at `line` whose text names "test.toml:LINE:" and the key and
+// contains `fragment`.
+void expect_error(const LoadResult& r, const std::string& key, unsigned line,
+                  const std::string& fragment) {
+    SCOPED_TRACE("key " + key);
+    EXPECT_FALSE(r.ok()) << dump(r);
+    ConfigIssue i = issue_for(r, key);
+    EXPECT_FALSE(i.warning);
+    EXPECT_EQ(i.file, kFile);
+    EXPECT_EQ(i.line, line) << dump(r);
+    EXPECT_GT(i.column, 0u);
+    std::string text = i.to_string();
+    EXPECT_EQ(text.rfind(std::string(kFile) + ":" + std::to_string(line) + ":", 0), 0u) << text;
+    EXPECT_NE(text.find(std::string(kFile) + ":" + std::to_string(line) + ":" +
+                        std::to_string(i.column) + ": " + key + ": "),
+              std::string::npos)
+        << text;
+    EXPECT_NE(i.message.find(fragment), std::string::npos) << text;
+}
+
+// A configuration with `listener_lines` added to the listener (lines 3.. of the file).
+std::string with_listener(const std::string& listener_lines) {
+    return "[[listener]]\naddress = \"127.0.0.1:2525\"\n" + listener_lines +
+           "\n[route.default]\noutbox = \"var/outbox\"\n";
+}
+
+// ---- valid configurations and defaults -------------------------------------------------------
+
+TEST(ConfigLoader, MinimalIsValid) {
+    LoadResult r = load(kMinimal);
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    EXPECT_EQ(r.config.source, kFile);
+    ASSERT_EQ(r.config.listeners.size(), 1u);
+    ASSERT_EQ(r.config.routes.size(), 1u);
+    EXPECT_EQ(r.config.routes.at("default").outbox, "var/outbox");
+    EXPECT_EQ(r.config.routes.at("default").name, "default");
+}
+
+TEST(ConfigLoader, DefaultsApplied) {
+    LoadResult r = load(kMinimal);
+    ASSERT_TRUE(r.ok()) << dump(r);
+    const Config& c = r.config;
+    EXPECT_FALSE(c.server.hostname.empty()) << "defaults to the machine's host name";
+    EXPECT_GE(c.server.threads, 1u) << "0 resolves to the number of cores";
+    EXPECT_EQ(c.server.spool_dir, "var/spool");
+    EXPECT_EQ(c.server.shutdown_grace, 30s);
+    EXPECT_EQ(c.log.level, LogLevel::kInfo);
+    EXPECT_EQ(c.log.format, LogFormat::kLogfmt);
+
+    const ListenerConfig& l = c.listeners.at(0);
+    EXPECT_EQ(l.name, "listener0");
+    EXPECT_EQ(l.address.host, "127.0.0.1");
+    EXPECT_EQ(l.address.port, 2525);
+    EXPECT_EQ(l.address.to_string(), "127.0.0.1:2525");
+    ASSERT_EQ(l.trusted_networks.size(), 2u);
+    EXPECT_EQ(l.trusted_networks[0].to_string(), "127.0.0.0/8");
+    EXPECT_EQ(l.trusted_networks[1].to_string(), "::1/128");
+    EXPECT_EQ(l.relay, RelayPolicy::kTrusted);
+    EXPECT_EQ(l.max_message_size, 25ull * 1024 * 1024);
+    EXPECT_EQ(l.max_recipients, 100u);
+    EXPECT_EQ(l.max_connections, 1000u);
+    EXPECT_EQ(l.max_connections_per_ip, 50u);
+    EXPECT_EQ(l.delivery, DeliveryMode::kQueue);
+    EXPECT_EQ(l.route, "default");
+    EXPECT_EQ(l.command_timeout, 5min);
+    EXPECT_EQ(l.data_timeout, 10min);
+    EXPECT_EQ(l.max_errors, 20u);
+    EXPECT_EQ(l.bare_lf, smtp::BareLineEndPolicy::kReject);
+}
+
+TEST(ConfigLoader, EveryKeySet) {
+    LoadResult r = load(R"([server]
+hostname = "mx.example.com"
+threads = 4
+spool_dir = "/var/spool/postern"
+shutdown_grace = "10s"
+
+[log]
+level = "debug"
+format = "json"
+
+[[listener]]
+name = "submission"
+address = "[::1]:587"
+trusted_networks = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]
+relay = "trusted_or_authenticated"
+max_message_size = "50MiB"
+max_recipients = 500
+max_connections = 20
+max_connections_per_ip = 5
+delivery = "passthrough"
+route = "relay"
+command_timeout = "10m"
+data_timeout = "1h"
+max_errors = 7
+bare_lf = "normalize"
+
+[[listener]]
+address = "0.0.0.0:25"
+max_message_size = 1048576
+trusted_networks = []
+
+[route.relay]
+outbox = "/srv/outbox"
+
+[route.default]
+outbox = "out"
+)");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    const Config& c = r.config;
+    EXPECT_EQ(c.server.hostname, "mx.example.com");
+    EXPECT_EQ(c.server.threads, 4u);
+    EXPECT_EQ(c.server.spool_dir, "/var/spool/postern");
+    EXPECT_EQ(c.server.shutdown_grace, 10s);
+    EXPECT_EQ(c.log.level, LogLevel::kDebug);
+    EXPECT_EQ(c.log.format, LogFormat::kJson);
+    ASSERT_EQ(c.listeners.size(), 2u);
+    const ListenerConfig& l = c.listeners[0];
+    EXPECT_EQ(l.name, "submission");
+    EXPECT_EQ(l.address.host, "::1");
+    EXPECT_EQ(l.address.port, 587);
+    EXPECT_EQ(l.address.to_string(), "[::1]:587");
+    ASSERT_EQ(l.trusted_networks.size(), 3u);
+    EXPECT_EQ(l.trusted_networks[2].to_string(), "192.0.2.1/32");
+    EXPECT_EQ(l.relay, RelayPolicy::kTrustedOrAuthenticated);
+    EXPECT_EQ(l.max_message_size, 50ull * 1024 * 1024);
+    EXPECT_EQ(l.max_recipients, 500u);
+    EXPECT_EQ(l.max_connections, 20u);
+    EXPECT_EQ(l.max_connections_per_ip, 5u);
+    EXPECT_EQ(l.delivery, DeliveryMode::kPassthrough);
+    EXPECT_EQ(l.route, "relay");
+    EXPECT_EQ(l.command_timeout, 10min);
+    EXPECT_EQ(l.data_timeout, 1h);
+    EXPECT_EQ(l.max_errors, 7u);
+    EXPECT_EQ(l.bare_lf, smtp::BareLineEndPolicy::kNormalize);
+
+    const ListenerConfig& l1 = c.listeners[1];
+    EXPECT_EQ(l1.name, "listener1");
+    EXPECT_EQ(l1.max_message_size, 1048576u);
+    EXPECT_TRUE(l1.trusted_networks.empty()) << "[] trusts nobody";
+    EXPECT_EQ(c.routes.size(), 2u);
+    EXPECT_EQ(c.routes.at("relay").outbox, "/srv/outbox");
+}
+
+TEST(ConfigLoader, ReferenceConfigurationIsValid) {
+    // The annotated file shipped with the sources must load without errors.
+    std::string path = std::string(__FILE__);
+    path = path.substr(0, path.rfind("/tests/unit/")) + "/config/postern.toml";
+    LoadResult r = load_config_file(path);
+    EXPECT_TRUE(r.ok()) << path << "\n" << dump(r);
+    EXPECT_FALSE(r.config.listeners.empty());
+}
+
+TEST(ConfigLoader, MissingFile) {
+    LoadResult r = load_config_file("/nonexistent/postern-test.toml");
+    EXPECT_FALSE(r.ok());
+    ASSERT_EQ(r.issues.size(), 1u);
+    EXPECT_EQ(r.issues[0].file, "/nonexistent/postern-test.toml");
+    EXPECT_NE(r.issues[0].message.find("cannot open"), std::string::npos);
+}
+
+// ---- unknown keys and sections ---------------------------------------------------------------
+
+TEST(ConfigLoader, UnknownKeyWithSuggestion) {
+    LoadResult r = load(with_listener("max_recipient = 10"));
+    expect_error(r, "listener[0].max_recipient", 3, "unknown key");
+    EXPECT_NE(
+        issue_for(r, "listener[0].max_recipient").message.find("did you mean \"max_recipients\""),
+        std::string::npos)
+        << dump(r);
+}
+
+TEST(ConfigLoader, UnknownKeySuggestionsInOtherTables) {
+    LoadResult r = load(
+        std::string("[server]\nhostnam = \"x.example\"\n[log]\nformt = \"json\"\n") + kMinimal);
+    expect_error(r, "server.hostnam", 2, "did you mean \"hostname\"");
+    expect_error(r, "log.formt", 4, "did you mean \"format\"");
+}
+
+TEST(ConfigLoader, UnknownKeyWithoutSuggestion) {
+    LoadResult r = load(with_listener("completely_unrelated = 1"));
+    expect_error(r, "listener[0].completely_unrelated", 3, "unknown key");
+    EXPECT_EQ(issue_for(r, "listener[0].completely_unrelated").message.find("did you mean"),
+              std::string::npos);
+}
+
+TEST(ConfigLoader, UnknownTopLevelSection) {
+    LoadResult r = load(std::string(kMinimal) + "\n[listeners]\nx = 1\n");
+    expect_error(r, "listeners", 7, "did you mean \"listener\"");
+}
+
+TEST(ConfigLoader, UnsupportedSectionReported) {
+    LoadResult r = load(std::string(kMinimal) + "\n[upstream.x]\nhost = \"smtp.example\"\n");
+    expect_error(r, "upstream", 7, "not supported");
+    // Reported once, as unsupported: not also as an unknown key.
+    for (const ConfigIssue& i : r.issues) {
+        EXPECT_EQ(i.message.find("unknown key"), std::string::npos) << i.to_string();
+    }
+}
+
+TEST(ConfigLoader, OtherUnsupportedSections) {
+    LoadResult r =
+        load(std::string(kMinimal) + "\n[admin]\nlisten = \"x\"\n\n[[filter]]\nname = \"spf\"\n");
+    expect_error(r, "admin", 7, "not supported");
+    expect_error(r, "filter", 10, "not supported");
+}
+
+TEST(ConfigLoader, RouteUpstreamUnsupported) {
+    LoadResult r = load(R"([[listener]]
+address = "127.0.0.1:2525"
+
+[route.default]
+upstream = "smarthost"
+)");
+    expect_error(r, "route.default.upstream", 5, "not supported");
+}
+
+// ---- wrong types and values ------------------------------------------------------------------
+
+TEST(ConfigLoader, WrongTypes) {
+    LoadResult r = load(with_listener(R"(name = 5
+max_recipients = "100"
+trusted_networks = "10.0.0.0/8"
+relay = true
+max_connections = 1.5)"));
+    expect_error(r, "listener[0].name", 3, "expected a string");
+    expect_error(r, "listener[0].max_recipients", 4, "expected a whole number");
+    expect_error(r, "listener[0].trusted_networks", 5, "expected an array");
+    expect_error(r, "listener[0].relay", 6, "expected a string");
+    expect_error(r, "listener[0].max_connections", 7, "expected a whole number");
+}
+
+TEST(ConfigLoader, BadEnumValue) {
+    LoadResult r = load(with_listener("relay = \"everyone\"\nbare_lf = \"Normalize\""));
+    expect_error(r, "listener[0].relay", 3, "is not one of");
+    EXPECT_NE(issue_for(r, "listener[0].relay").message.find("trusted | authenticated"),
+              std::string::npos);
+    expect_error(r, "listener[0].bare_lf", 4, "\"Normalize\" is not one of reject | normalize");
+}
+
+TEST(ConfigLoader, NumbersOutOfRange) {
+    LoadResult r =
+        load(with_listener("max_recipients = 0\nmax_errors = -1\nmax_connections = 1000001"));
+    expect_error(r, "listener[0].max_recipients", 3, "between 1 and 1000000");
+    expect_error(r, "listener[0].max_errors", 4, "between 1 and 100000");
+    expect_error(r, "listener[0].max_connections", 5, "between 1 and 1000000");
+
+    r = load(std::string("[server]\nthreads = 257\n") + kMinimal);
+    expect_error(r, "server.threads", 2, "between 0 and 256");
+}
+
+TEST(ConfigLoader, BadCidr) {
+    LoadResult r = load(with_listener(R"(trusted_networks = [
+  "10.0.0.0/8",
+  "10.0.0.1/8",
+  "300.0.0.0/8",
+  42,
+])"));
+    EXPECT_FALSE(r.ok()) << dump(r);
+    std::vector<ConfigIssue> found;
+    for (const ConfigIssue& i : r.issues) {
+        if (i.key == "listener[0].trusted_networks") found.push_back(i);
+    }
+    ASSERT_EQ(found.size(), 3u) << dump(r);
+    EXPECT_EQ(found[0].line, 5u);
+    EXPECT_NE(found[0].message.find("\"10.0.0.1/8\""), std::string::npos);
+    EXPECT_NE(found[0].message.find("host bits"), std::string::npos);
+    EXPECT_EQ(found[1].line, 6u);
+    EXPECT_NE(found[1].message.find("\"300.0.0.0/8\""), std::string::npos);
+    EXPECT_EQ(found[2].line, 7u);
+    // The good entry is kept.
+    ASSERT_EQ(r.config.listeners.size(), 1u);
+    ASSERT_EQ(r.config.listeners[0].trusted_networks.size(), 1u);
+    EXPECT_EQ(r.config.listeners[0].trusted_networks[0].to_string(), "10.0.0.0/8");
+}
+
+TEST(ConfigLoader, BadAddresses) {
+    const char* cases[] = {
+        "127.0.0.1",        // no port
+        "127.0.0.1:",       // empty port
+        "127.0.0.1:0",      // port 0
+        "127.0.0.1:65536",  // port too big
+        "127.0.0.1:25x",    // not a number
+        "::1:2525",         // IPv6 without brackets
+        "[::1]2525",        // no colon after ]
+        "[::1]",            // no port
+        "[127.0.0.1]:25",   // brackets around IPv4
+        "localhost:25",     // host names are not allowed
+        "[::1:25",          // unclosed bracket
+        "",
+    };
+    for (const char* address : cases) {
+        SCOPED_TRACE(address);
+        LoadResult r = load(std::string("[[listener]]\naddress = \"") + address +
+                            "\"\n\n[route.default]\noutbox = \"o\"\n");
+        expect_error(r, "listener[0].address", 2, "is not an IP address and port");
+    }
+}
+
+TEST(ConfigLoader, GoodAddresses) {
+    struct Case {
+        const char* text;
+        const char* host;
+        uint16_t port;
+    } cases[] = {
+        {"0.0.0.0:25", "0.0.0.0", 25},
+        {"[::]:25", "::", 25},
+        {"[2001:db8::1]:65535", "2001:db8::1", 65535},
+        {"192.0.2.1:1", "192.0.2.1", 1},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.text);
+        LoadResult r = load(std::string("[[listener]]\naddress = \"") + c.text +
+                            "\"\n[route.default]\noutbox = \"o\"\n");
+        ASSERT_TRUE(r.ok()) << dump(r);
+        EXPECT_EQ(r.config.listeners.at(0).address.host, c.host);
+        EXPECT_EQ(r.config.listeners.at(0).address.port, c.port);
+    }
+}
+
+TEST(ConfigLoader, MissingAddress) {
+    LoadResult r = load("[[listener]]\nname = \"x\"\n\n[route.default]\noutbox = \"o\"\n");
+    expect_error(r, "listener[0].address", 1, "missing");
+}
+
+TEST(ConfigLoader, NoListener) {
+    LoadResult r = load("[route.default]\noutbox = \"o\"\n");
+    EXPECT_FALSE(r.ok());
+    ConfigIssue i = issue_for(r, "listener");
+    EXPECT_NE(i.message.find("at least one"), std::string::npos) << dump(r);
+}
+
+TEST(ConfigLoader, ListenerNotAnArrayOfTables) {
+    LoadResult r = load("listener = \"127.0.0.1:25\"\n[route.default]\noutbox = \"o\"\n");
+    expect_error(r, "listener", 1, "expected [[listener]] tables");
+}
+
+TEST(ConfigLoader, UnknownRouteName) {
+    LoadResult r = load(with_listener("route = \"nowhere\""));
+    expect_error(r, "listener[0].route", 3, "unknown route \"nowhere\"");
+    EXPECT_NE(issue_for(r, "listener[0].route").message.find("[route.nowhere]"), std::string::npos);
+}
+
+TEST(ConfigLoader, DefaultRouteMissing) {
+    LoadResult r = load("[[listener]]\naddress = \"127.0.0.1:2525\"\n");
+    expect_error(r, "listener[0].route", 1, "unknown route \"default\"");
+}
+
+TEST(ConfigLoader, RouteWithoutTarget) {
+    LoadResult r = load("[[listener]]\naddress = \"127.0.0.1:2525\"\n[route.default]\n");
+    expect_error(r, "route.default", 3, "needs a target");
+    r = load("[[listener]]\naddress = \"127.0.0.1:2525\"\n[route.default]\noutbox = \"\"\n");
+    expect_error(r, "route.default.outbox", 4, "must not be empty");
+}
+
+TEST(ConfigLoader, DuplicateListenerNames) {
+    LoadResult r = load(R"([[listener]]
+name = "smtp"
+address = "127.0.0.1:25"
+
+[[listener]]
+name = "smtp"
+address = "127.0.0.1:26"
+
+[route.default]
+outbox = "o"
+)");
+    expect_error(r, "listener[1].name", 5, "\"smtp\" is used twice");
+}
+
+TEST(ConfigLoader, DuplicateListenerAddresses) {
+    LoadResult r = load(R"([[listener]]
+address = "127.0.0.1:25"
+
+[[listener]]
+address = "127.0.0.1:25"
+
+[route.default]
+outbox = "o"
+)");
+    expect_error(r, "listener[1].address", 4, "used by two listeners");
+}
+
+TEST(ConfigLoader, SizeBelowMinimum) {
+    LoadResult r = load(with_listener("max_message_size = \"63KiB\""));
+    expect_error(r, "listener[0].max_message_size", 3, "at least 65536 bytes");
+
+    r = load(with_listener("max_message_size = 65535"));
+    expect_error(r, "listener[0].max_message_size", 3, "at least 65536");
+
+    r = load(with_listener("max_message_size = \"64KiB\""));
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config.listeners.at(0).max_message_size, 65536u);
+}
+
+TEST(ConfigLoader, BadSizes) {
+    for (const char* value : {"\"25mb\"", "\"25 MiBs\"", "-1", "\"\"", "1.5", "true"}) {
+        SCOPED_TRACE(value);
+        LoadResult r = load(with_listener(std::string("max_message_size = ") + value));
+        expect_error(r, "listener[0].max_message_size", 3, "expected a size");
+    }
+}
+
+TEST(ConfigLoader, DurationWithoutUnit) {
+    LoadResult r = load(with_listener("command_timeout = 300"));
+    expect_error(r, "listener[0].command_timeout", 3, "expected a duration with a unit");
+    r = load(with_listener("data_timeout = \"600\""));
+    expect_error(r, "listener[0].data_timeout", 3, "expected a duration with a unit");
+    r = load(std::string("[server]\nshutdown_grace = \"0s\"\n") + kMinimal);
+    expect_error(r, "server.shutdown_grace", 2, "expected a duration");
+}
+
+TEST(ConfigLoader, BadServerValues) {
+    LoadResult r = load(
+        std::string("[server]\nhostname = \"bad_host-.example\"\nspool_dir = \"\"\n") + kMinimal);
+    expect_error(r, "server.hostname", 2, "not a valid host name");
+    expect_error(r, "server.spool_dir", 3, "must not be empty");
+}
+
+TEST(ConfigLoader, SectionOfWrongType) {
+    LoadResult r = load(std::string("server = 1\n") + kMinimal);
+    expect_error(r, "server", 1, "expected a table [server]");
+}
+
+// ---- TOML syntax errors ----------------------------------------------------------------------
+
+TEST(ConfigLoader, TomlSyntaxError) {
+    LoadResult r = load("[[listener]]\naddress = \"127.0.0.1:2525\"\nmax_errors = = 3\n");
+    EXPECT_FALSE(r.ok());
+    ASSERT_EQ(r.issues.size(), 1u) << dump(r);
+    const ConfigIssue& i = r.issues[0];
+    EXPECT_EQ(i.file, kFile);
+    EXPECT_EQ(i.line, 3u);
+    EXPECT_GT(i.column, 1u);
+    EXPECT_TRUE(i.key.empty());
+    EXPECT_FALSE(i.message.empty());
+    EXPECT_EQ(i.to_string().rfind("test.toml:3:" + std::to_string(i.column) + ": ", 0), 0u)
+        << i.to_string();
+}
+
+TEST(ConfigLoader, TomlUnterminatedString) {
+    LoadResult r = load("[server]\nhostname = \"abc\n");
+    EXPECT_FALSE(r.ok());
+    ASSERT_EQ(r.issues.size(), 1u) << dump(r);
+    EXPECT_EQ(r.issues[0].line, 2u);
+}
+
+TEST(ConfigLoader, TomlDuplicateKey) {
+    LoadResult r = load("[server]\nthreads = 1\nthreads = 2\n");
+    EXPECT_FALSE(r.ok());
+    ASSERT_EQ(r.issues.size(), 1u) << dump(r);
+    EXPECT_EQ(r.issues[0].line, 3u);
+}
+
+// ---- warnings --------------------------------------------------------------------------------
+
+TEST(ConfigLoader, CommandTimeoutBelowFiveMinutesIsAWarning) {
+    LoadResult r = load(with_listener("command_timeout = \"30s\""));
+    EXPECT_TRUE(r.ok()) << dump(r);
+    ConfigIssue i = issue_for(r, "listener[0].command_timeout");
+    EXPECT_TRUE(i.warning);
+    EXPECT_EQ(i.line, 3u);
+    EXPECT_NE(i.message.find("5 minutes"), std::string::npos);
+    EXPECT_NE(i.to_string().find("test.toml:3:"), std::string::npos);
+    EXPECT_NE(i.to_string().find("warning: "), std::string::npos) << i.to_string();
+    EXPECT_EQ(r.config.listeners.at(0).command_timeout, 30s) << "the value is still used";
+}
+
+TEST(ConfigLoader, OtherWarnings) {
+    LoadResult r = load(with_listener("data_timeout = \"1m\"\nmax_recipients = 10"));
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(issue_for(r, "listener[0].data_timeout").warning);
+    EXPECT_TRUE(issue_for(r, "listener[0].max_recipients").warning);
+    EXPECT_EQ(r.config.listeners.at(0).max_recipients, 10u);
+    // At the recommended values there is no warning.
+    r = load(
+        with_listener("command_timeout = \"5m\"\ndata_timeout = \"10m\"\nmax_recipients = 100"));
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+}
+
+// ---- several issues --------------------------------------------------------------------------
+
+TEST(ConfigLoader, AllErrorsReportedInFileOrder) {
+    LoadResult r = load(R"([server]
+threads = "four"
+
+[log]
+level = "verbose"
+
+[[listener]]
+address = "::1:25"
+max_recipient = 5
+trusted_networks = ["10.0.0.1/8"]
+command_timeout = 60
+max_message_size = "1KiB"
+route = "missing"
+
+[upstream.smarthost]
+host = "x"
+)");
+    EXPECT_FALSE(r.ok());
+    std::vector<ConfigIssue> errs = errors(r);
+    std::vector<std::string> keys;
+    for (const ConfigIssue& i : errs) keys.push_back(i.key);
+    std::vector<std::string> expected = {
+        "server.threads",
+        "log.level",
+        "listener[0].address",
+        "listener[0].max_recipient",
+        "listener[0].trusted_networks",
+        "listener[0].command_timeout",
+        "listener[0].max_message_size",
+        "listener[0].route",
+        "upstream",
+    };
+    EXPECT_EQ(keys, expected) << dump(r);
+    // In file order, each on its own line.
+    for (size_t k = 1; k < errs.size(); ++k) {
+        EXPECT_LE(errs[k - 1].line, errs[k].line) << dump(r);
+    }
+    unsigned expected_lines[] = {2, 5, 8, 9, 10, 11, 12, 13, 15};
+    for (size_t k = 0; k < errs.size() && k < std::size(expected_lines); ++k) {
+        EXPECT_EQ(errs[k].line, expected_lines[k]) << errs[k].to_string();
+    }
+}
+
+TEST(ConfigIssue, ToString) {
+    ConfigIssue e{"a.toml", 3, 7, "listener[0].address", "bad", false};
+    EXPECT_EQ(e.to_string(), "a.toml:3:7: listener[0].address: bad");
+    ConfigIssue w{"a.toml", 4, 1, "k", "low", true};
+    EXPECT_EQ(w.to_string(), "a.toml:4:1: warning: k: low");
+    ConfigIssue s{"a.toml", 1, 2, "", "syntax", false};
+    EXPECT_EQ(s.to_string(), "a.toml:1:2: syntax");
+}
+
+TEST(LoadResult, OkIgnoresWarnings) {
+    LoadResult r;
+    EXPECT_TRUE(r.ok());
+    r.issues.push_back(ConfigIssue{"f", 1, 1, "k", "w", true});
+    EXPECT_TRUE(r.ok());
+    r.issues.push_back(ConfigIssue{"f", 2, 1, "k", "e", false});
+    EXPECT_FALSE(r.ok());
+}
+
+}  // namespace
+}  // namespace postern::config
