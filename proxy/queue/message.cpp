@@ -58,15 +58,15 @@ std::string envelope_to_json(const Envelope& e, uint64_t message_size) {
     out += "  \"mail_from\": " + json_quote(e.mail_from.sender.mailbox()) + ",\n";
     out += "  \"mail_params\": {";
     std::string params;
-    auto param = [&](const char* key, const std::string& value) {
-        if (value.empty()) return;
-        params += (params.empty() ? "" : ", ") + json_quote(key) + ": " + json_quote(value);
+    // `json` is an already-encoded JSON value; strings go through json_quote.
+    auto param = [&](const char* key, const std::string& json) {
+        params += (params.empty() ? "" : ", ") + json_quote(key) + ": " + json;
     };
     if (mp.size) param("size", std::to_string(*mp.size));
-    param("body", body_name(mp.body));
+    if (mp.body != smtp::BodyType::kUnspecified) param("body", json_quote(body_name(mp.body)));
     if (mp.smtputf8) param("smtputf8", "true");
-    param("ret", ret_name(mp.ret));
-    param("envid", mp.envid);
+    if (mp.ret != smtp::DsnRet::kUnspecified) param("ret", json_quote(ret_name(mp.ret)));
+    if (!mp.envid.empty()) param("envid", json_quote(mp.envid));
     out += params + "},\n";
     out += "  \"recipients\": [";
     for (size_t i = 0; i < e.recipients.size(); ++i) {

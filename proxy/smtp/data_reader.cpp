@@ -66,6 +66,17 @@ size_t DataReader::feed(std::string_view input) {
                 state_ = State::kText;
                 continue;  // the same octet, as text
             case State::kLineStartLoose:
+                if (mode_ == Mode::kDotStuffed && c == '.') {
+                    state_ = State::kDotLoose;
+                    ++i;
+                    continue;
+                }
+                state_ = State::kText;
+                continue;
+            case State::kDotLoose:
+                // A client that ends lines with bare LF still dot-stuffs: "..x" is ".x". A "."
+                // alone on such a line is content ("."), never an end of data.
+                if (c == '\r' || c == '\n') text('.');
                 state_ = State::kText;
                 continue;
             case State::kDot:

@@ -50,7 +50,8 @@ public:
 private:
     enum class State {
         kLineStart,       // after a real CRLF (or at the start): "." may begin the end of data
-        kLineStartLoose,  // after a normalised bare CR/LF: "." is content, never an end
+        kLineStartLoose,  // after a bare CR/LF: "." may be stuffing, never an end
+        kDotLoose,        // a "." at a loose line start
         kDot,             // a "." at a real line start
         kDotCr,           // "." CR at a real line start
         kText,            // inside a line

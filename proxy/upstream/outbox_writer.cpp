@@ -4,12 +4,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
+#include <set>
 #include <vector>
 
 namespace postern::upstream {
@@ -17,7 +19,9 @@ namespace {
 
 constexpr std::string_view kTempPrefix = ".tmp-";
 
-std::error_code last_error() { return {errno, std::generic_category()}; }
+std::error_code last_error() {
+    return {errno, std::generic_category()};
+}
 
 // Writes all of the pieces, retrying short writes.
 std::error_code write_all(int fd, std::vector<std::string_view> pieces) {
@@ -65,6 +69,22 @@ OutboxWriter::OutboxWriter(std::string dir) : dir_(std::move(dir)) {
     if (ec) throw std::system_error(ec, "cannot create outbox directory " + dir_);
     dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd_ < 0) throw std::system_error(last_error(), "cannot open outbox directory " + dir_);
+    // One writer per directory: a second one (another postern) would have its in-flight
+    // temporaries removed by this one's start-up clean-up.
+    if (::flock(dir_fd_, LOCK_EX | LOCK_NB) != 0) {
+        std::error_code lock_error = last_error();
+        ::close(dir_fd_);
+        throw std::system_error(lock_error,
+                                "outbox directory " + dir_ + " is in use by another writer");
+    }
+    // Find out now, not at the first message, that the directory cannot be written.
+    const std::string probe = std::string(kTempPrefix) + "probe";
+    ::unlinkat(dir_fd_, probe.c_str(), 0);
+    if (auto probe_error = write_file(dir_fd_, probe, {"probe"})) {
+        ::close(dir_fd_);
+        throw std::system_error(probe_error, "cannot write into outbox directory " + dir_);
+    }
+    ::unlinkat(dir_fd_, probe.c_str(), 0);
 }
 
 OutboxWriter::~OutboxWriter() {
@@ -72,11 +92,14 @@ OutboxWriter::~OutboxWriter() {
 }
 
 OutboxWriter::Pending OutboxWriter::prepare(std::string_view queue_id, std::string_view header,
-                                            std::string_view body,
-                                            std::string_view envelope_json) {
+                                            std::string_view body, std::string_view envelope_json) {
     const std::string id(queue_id);
-    Pending p{std::string(kTempPrefix) + id + ".eml", std::string(kTempPrefix) + id + ".json",
-              id + ".eml", id + ".json", {}, ""};
+    Pending p{std::string(kTempPrefix) + id + ".eml",
+              std::string(kTempPrefix) + id + ".json",
+              id + ".eml",
+              id + ".json",
+              {},
+              ""};
     // On failure only what this call created is removed: a temporary that already existed
     // (EEXIST) is another message's.
     if (auto ec = write_file(dir_fd_, p.tmp_eml, {header, body})) {
@@ -99,7 +122,12 @@ std::error_code OutboxWriter::write(std::string_view queue_id, std::string_view 
     return p.error;
 }
 
-void OutboxWriter::commit(const std::vector<Pending*>& batch) {
+void OutboxWriter::commit(const std::vector<Pending*>& prepared) {
+    // Entries that failed in prepare() own no files here: leave them alone.
+    std::vector<Pending*> batch;
+    for (Pending* p : prepared) {
+        if (!p->error) batch.push_back(p);
+    }
     auto fail_all = [&](std::error_code ec, const char* step) {
         for (Pending* p : batch) {
             if (p->error) continue;
@@ -141,22 +169,26 @@ void OutboxWriter::commit(const std::vector<Pending*>& batch) {
 }
 
 size_t OutboxWriter::remove_stale_temporaries() {
-    size_t removed = 0;
-    int fd = ::dup(dir_fd_);
+    // A fresh open: readdir on a dup of dir_fd_ would share (and move) its offset.
+    int fd = ::openat(dir_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return 0;
     DIR* d = ::fdopendir(fd);
     if (!d) {
         ::close(fd);
         return 0;
     }
-    std::vector<std::string> stale;
-    while (dirent* e = ::readdir(d)) {
-        std::string_view name = e->d_name;
-        if (name.substr(0, kTempPrefix.size()) == kTempPrefix) stale.emplace_back(name);
-    }
+    std::set<std::string> names;
+    while (dirent* e = ::readdir(d)) names.emplace(e->d_name);
     ::closedir(d);
-    for (const std::string& name : stale) {
-        if (::unlinkat(dir_fd_, name.c_str(), 0) == 0) ++removed;
+    size_t removed = 0;
+    for (const std::string& name : names) {
+        std::string_view n = name;
+        bool temporary = n.substr(0, kTempPrefix.size()) == kTempPrefix;
+        // A crash between the two renames of commit() leaves an envelope without its message.
+        constexpr std::string_view kJson = ".json";
+        bool orphan = n.size() > kJson.size() && n.substr(n.size() - kJson.size()) == kJson &&
+                      !names.count(std::string(n.substr(0, n.size() - kJson.size())) + ".eml");
+        if ((temporary || orphan) && ::unlinkat(dir_fd_, name.c_str(), 0) == 0) ++removed;
     }
     return removed;
 }

@@ -8,7 +8,7 @@
 // stored only when the commit() that covers it returned without error for it.
 //
 // Blocking file I/O: call only from a storage thread, never from an I/O thread. Not thread-safe:
-// one thread drives one writer (which also keeps the directory lock uncontended).
+// one thread drives one writer (which also keeps the kernel's directory lock uncontended).
 #pragma once
 
 #include <string>
@@ -20,8 +20,9 @@ namespace postern::upstream {
 
 class OutboxWriter {
 public:
-    // Creates the directory (and parents) when missing. Throws std::system_error naming the
-    // directory when it cannot be created or opened.
+    // Creates the directory (and parents) when missing, locks it (flock) for this writer and
+    // checks that a file can be written there. Throws std::system_error naming the directory
+    // when it cannot be created, opened or written, or when another writer holds it.
     explicit OutboxWriter(std::string dir);
     ~OutboxWriter();
     OutboxWriter(const OutboxWriter&) = delete;
@@ -39,6 +40,7 @@ public:
                     std::string_view envelope_json);
 
     // Makes every prepared message of the batch durable and visible, or sets its error.
+    // Entries whose prepare() failed are skipped.
     void commit(const std::vector<Pending*>& batch);
 
     // prepare() and commit() of one message.
@@ -46,7 +48,8 @@ public:
                           std::string_view body, std::string_view envelope_json,
                           std::string* what = nullptr);
 
-    // Deletes temporaries left by a crash (".tmp-*"); returns how many.
+    // Deletes what a crash can leave: temporaries (".tmp-*") and envelopes whose message was
+    // never renamed into place (<id>.json without <id>.eml). Returns how many.
     size_t remove_stale_temporaries();
 
     const std::string& dir() const { return dir_; }

@@ -258,6 +258,21 @@ class CliTest(unittest.TestCase):
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
 
+    def test_serve_outbox_in_use_by_another_postern(self):
+        first = Postern().start()
+        self.addCleanup(first.cleanup)
+        second = Postern()
+        self.addCleanup(second.cleanup)
+        with open(second.config_path) as f:
+            config = f.read()
+        with open(second.config_path, "w") as f:
+            f.write(config.replace(json.dumps(second.outbox), json.dumps(first.outbox)))
+        out = self.serve_until_exit(second)
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        self.assertRegex(out.stdout + out.stderr,
+                         r"event=startup_failed .*in use by another writer")
+        self.assertIsNone(first.proc.poll())  # the first one goes on
+
     def test_serve_with_broken_config(self):
         d = self.tmpdir()
         path = self.write(d, "bad.toml", "[[listener]]\naddress = \"127.0.0.1:0\"\n")

@@ -68,7 +68,7 @@ class DeliveryTest(PosternTestCase):
         code, text, _ = c.cmd("Subject: p\r\n\r\nx\r\n.")
         qid = self.queued_id(code, text)
         _, env = self.postern.messages()[qid]
-        self.assertEqual(env["mail_params"], {"size": "100", "smtputf8": "true", "ret": "HDRS",
+        self.assertEqual(env["mail_params"], {"size": 100, "smtputf8": True, "ret": "HDRS",
                                               "envid": "abc+2Bd"})
         self.assertEqual(env["recipients"][0], {"address": "r1@example.net",
                                                 "notify": "SUCCESS,FAILURE",

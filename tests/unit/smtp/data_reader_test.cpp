@@ -451,6 +451,13 @@ TEST(DataReaderDot, DotAfterBareLineEndIsContentNotStuffing) {
     EXPECT_TRUE(o.flags.bare_line_end);
 }
 
+TEST(DataReaderDot, DotStuffingAfterBareLineEndIsUndone) {
+    // A client that ends its lines with bare LF still dot-stuffs: "..b" stands for ".b".
+    Outcome o = read_data("a\n..b\n.\nc\r\n.\r\n", BareLineEndPolicy::kNormalize);
+    EXPECT_TRUE(o.done);
+    EXPECT_EQ(o.out, "a\r\n.b\r\n.\r\nc\r\n");
+}
+
 // ---- DATA: SMTP smuggling (shared/testdata/smtp/eod-sequences.tsv) ---------------------------
 
 struct EodRow {

@@ -266,6 +266,24 @@ TEST_F(OutboxWriterTest, RemoveStaleTemporaries) {
     EXPECT_EQ(writer.remove_stale_temporaries(), 0u);
 }
 
+TEST_F(OutboxWriterTest, RemoveStaleTemporariesAlsoRemovesOrphanEnvelopes) {
+    fs::create_directories(dir_);
+    // B.json without B.eml: a crash between the two renames of commit().
+    for (const char* n : {"A.eml", "A.json", "B.json", "C.eml"}) {
+        write_plain(fs::path(dir_) / n, n);
+    }
+    OutboxWriter writer(dir_);
+    EXPECT_EQ(writer.remove_stale_temporaries(), 1u);
+    EXPECT_EQ(names(), (std::set<std::string>{"A.eml", "A.json", "C.eml"}));
+}
+
+TEST_F(OutboxWriterTest, SecondWriterOnTheSameDirectoryIsRefused) {
+    OutboxWriter first(dir_);
+    EXPECT_THROW(OutboxWriter second(dir_), std::system_error);
+    // The first one still works.
+    EXPECT_FALSE(first.write("LOCKED", kHeader, kBody, kJson));
+}
+
 TEST_F(OutboxWriterTest, RemoveStaleTemporariesOfAPreparedMessage) {
     OutboxWriter writer(dir_);
     OutboxWriter::Pending p = writer.prepare("CRASH", kHeader, kBody, kJson);
