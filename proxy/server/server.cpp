@@ -60,6 +60,7 @@ struct Server::Impl {
                                       config::IpAddress client, uint16_t port);
     asio::awaitable<void> shutdown(int signal_number);
     void tell_sessions(bool force);
+    void force_close(int signal_number);
 
     const config::Config& config;
     queue::QueueIdGenerator ids;
@@ -72,7 +73,9 @@ struct Server::Impl {
     std::atomic<size_t> active_sessions{0};
     std::atomic<uint64_t> next_session_id{1};
     size_t next_worker = 0;
-    bool stopping = false;
+    bool stopping = false;  // main thread only, as the three below
+    bool forced = false;
+    std::chrono::steady_clock::time_point forced_at;
 };
 
 Server::Server(const config::Config& config) : impl_(std::make_unique<Impl>(config)) {}
@@ -140,8 +143,16 @@ void Server::Impl::tell_sessions(bool force) {
     }
 }
 
+void Server::Impl::force_close(int signal_number) {
+    if (forced) return;
+    forced = true;
+    forced_at = std::chrono::steady_clock::now();
+    log(LogLevel::kWarn, "shutdown_forced",
+        {{"signal", signal_number}, {"sessions", active_sessions.load()}});
+    tell_sessions(true);
+}
+
 asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
-    stopping = true;
     log(LogLevel::kInfo, "shutdown",
         {{"signal", signal_number},
          {"sessions", active_sessions.load()},
@@ -152,16 +163,12 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
     }
     tell_sessions(false);
     const auto grace_end = std::chrono::steady_clock::now() + config.server.shutdown_grace;
-    bool forced = false;
     asio::steady_timer tick(co_await asio::this_coro::executor);
     while (active_sessions.load() > 0) {
         auto now = std::chrono::steady_clock::now();
-        if (!forced && now >= grace_end) {
-            forced = true;
-            log(LogLevel::kWarn, "shutdown_forced", {{"sessions", active_sessions.load()}});
-            tell_sessions(true);
-        }
-        if (forced && now >= grace_end + kForcedExitWait) break;
+        if (now >= grace_end) force_close(0);
+        // Sessions stuck in a write get this long after being told, then the process exits.
+        if (forced && now >= forced_at + kForcedExitWait) break;
         tick.expires_after(std::chrono::milliseconds(20));
         co_await tick.async_wait(kUseTuple);
     }
@@ -189,13 +196,15 @@ int Server::run() {
 
     try {
         for (const auto& [name, route] : config.routes) {
-            std::string dir = std::filesystem::weakly_canonical(route.outbox).string();
+            // Created first, so that "out" and "out/" resolve to one canonical name.
+            std::filesystem::create_directories(route.outbox);
+            std::string dir = std::filesystem::canonical(route.outbox).string();
             auto& outbox = s.outboxes[dir];
             if (!outbox) {
                 outbox = std::make_unique<upstream::Outbox>(route.outbox);
                 if (size_t n = outbox->writer().remove_stale_temporaries()) {
                     log(LogLevel::kWarn, "outbox_cleanup",
-                        {{"route", name}, {"dir", route.outbox}, {"removed_temporaries", n}});
+                        {{"route", name}, {"dir", route.outbox}, {"removed", n}});
                 }
             }
             s.route_targets[name] = outbox.get();
@@ -242,11 +251,10 @@ int Server::run() {
         [&](const boost::system::error_code& ec, int number) {
             if (ec) return;
             if (!s.stopping) {
+                s.stopping = true;
                 asio::co_spawn(main_ctx, s.shutdown(number), asio::detached);
             } else {
-                log(LogLevel::kWarn, "shutdown_forced",
-                    {{"signal", number}, {"sessions", s.active_sessions.load()}});
-                s.tell_sessions(true);
+                s.force_close(number);
             }
             signals.async_wait(on_signal);
         };

@@ -180,13 +180,16 @@ asio::awaitable<void> Session::run() {
     out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
     bool ok = co_await flush();
     std::chrono::steady_clock::time_point command_deadline;
+    uint64_t lines_at_deadline = UINT64_MAX;
     while (ok && !closing_) {
         co_await process_buffered();
         if (closing_) break;
         if (!co_await flush()) break;
         // command_timeout bounds the whole command line, not each read: a client trickling a
-        // line one octet at a time cannot hold the session for longer.
-        if (in_.empty()) {
+        // line (even an over-long, discarded one) cannot hold the session for longer. The clock
+        // starts again only once a line has been complete.
+        if (lines_ != lines_at_deadline) {
+            lines_at_deadline = lines_;
             command_deadline = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
         }
         ReadOutcome outcome = co_await read_until(command_deadline, kCommandChunk);
@@ -235,6 +238,7 @@ bool Session::handle_read_failure(ReadOutcome outcome) {
 asio::awaitable<void> Session::process_buffered() {
     while (!closing_) {
         auto result = reader_.next(in_);
+        if (result.status != smtp::CommandReader::Status::kNeedMore) ++lines_;
         switch (result.status) {
             case smtp::CommandReader::Status::kNeedMore:
                 in_.erase(0, result.consumed);

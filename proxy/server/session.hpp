@@ -124,6 +124,7 @@ private:
     Transaction transaction_;
     unsigned errors_ = 0;
     unsigned commands_ = 0;
+    uint64_t lines_ = 0;  // complete lines judged, well formed or not
     unsigned messages_ = 0;
     bool closing_ = false;
     bool reading_ = false;

@@ -95,30 +95,30 @@ bool parse_decimal(std::string_view text, uint64_t& out) {
     return ec == std::errc() && ptr == text.data() + text.size();
 }
 
+// The part MAIL and RCPT share: "<prefix><path>[ params]" into the address and raw parameters.
+std::optional<Reply> split_command(std::string_view args, std::string_view prefix,
+                                   PathOptions options, bool sender, Address& address,
+                                   std::vector<Param>& params) {
+    const Reply& syntax = sender ? replies::kMailSyntax : replies::kRcptSyntax;
+    auto rest = strip_prefix(args, prefix);
+    if (!rest || rest->empty() || rest->front() != '<') return syntax;
+    PathParse path = parse_path(*rest, options);
+    if (path.error != AddressError::kNone) return address_error(path.error, sender);
+    std::string_view tail = rest->substr(path.consumed);
+    if (!tail.empty() && tail.front() != ' ') return syntax;
+    if (auto e = split_params(tail, params)) return e;
+    address = std::move(path.address);
+    return std::nullopt;
+}
+
 }  // namespace
 
 Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size) {
     Parsed<MailFrom> result;
-    auto rest = strip_prefix(args, "FROM:");
-    if (!rest || rest->empty() || rest->front() != '<') {
-        result.error = replies::kMailSyntax;
-        return result;
-    }
-    PathParse path = parse_path(*rest, {.allow_null = true});
-    if (path.error != AddressError::kNone) {
-        result.error = address_error(path.error, true);
-        return result;
-    }
-    std::string_view tail = rest->substr(path.consumed);
-    if (!tail.empty() && tail.front() != ' ') {
-        result.error = replies::kMailSyntax;
-        return result;
-    }
+    Address& sender = result.value.sender;
     std::vector<Param> params;
-    if (auto e = split_params(tail, params)) {
-        result.error = *e;
-        return result;
-    }
+    result.error = split_command(args, "FROM:", {.allow_null = true}, true, sender, params);
+    if (result.error) return result;
     MailParams& mp = result.value.params;
     for (const Param& p : params) {
         if (p.keyword == "SIZE") {
@@ -164,7 +164,7 @@ Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size) {
             return result;
         }
     }
-    if (path.address.utf8 && !mp.smtputf8) {
+    if (sender.utf8 && !mp.smtputf8) {
         result.error = replies::kUtf8NeedsSmtputf8;
         return result;
     }
@@ -172,32 +172,16 @@ Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size) {
         result.error = replies::kMessageTooBig;
         return result;
     }
-    result.value.sender = std::move(path.address);
     return result;
 }
 
 Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8) {
     Parsed<RcptTo> result;
-    auto rest = strip_prefix(args, "TO:");
-    if (!rest || rest->empty() || rest->front() != '<') {
-        result.error = replies::kRcptSyntax;
-        return result;
-    }
-    PathParse path = parse_path(*rest, {.allow_postmaster = true});
-    if (path.error != AddressError::kNone) {
-        result.error = address_error(path.error, false);
-        return result;
-    }
-    std::string_view tail = rest->substr(path.consumed);
-    if (!tail.empty() && tail.front() != ' ') {
-        result.error = replies::kRcptSyntax;
-        return result;
-    }
+    Address& recipient = result.value.recipient;
     std::vector<Param> params;
-    if (auto e = split_params(tail, params)) {
-        result.error = *e;
-        return result;
-    }
+    result.error =
+        split_command(args, "TO:", {.allow_postmaster = true}, false, recipient, params);
+    if (result.error) return result;
     RcptParams& rp = result.value.params;
     for (const Param& p : params) {
         if (p.keyword == "NOTIFY") {
@@ -250,11 +234,10 @@ Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8) {
             return result;
         }
     }
-    if (path.address.utf8 && !smtputf8) {
+    if (recipient.utf8 && !smtputf8) {
         result.error = replies::kUtf8NeedsSmtputf8;
         return result;
     }
-    result.value.recipient = std::move(path.address);
     return result;
 }
 

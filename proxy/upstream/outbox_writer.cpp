@@ -1,6 +1,8 @@
 // Outbox storage; see outbox_writer.hpp.
 #include "proxy/upstream/outbox_writer.hpp"
 
+#include "proxy/queue/queue_id.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -185,9 +187,11 @@ size_t OutboxWriter::remove_stale_temporaries() {
         std::string_view n = name;
         bool temporary = n.substr(0, kTempPrefix.size()) == kTempPrefix;
         // A crash between the two renames of commit() leaves an envelope without its message.
+        // Only names postern makes are touched.
         constexpr std::string_view kJson = ".json";
-        bool orphan = n.size() > kJson.size() && n.substr(n.size() - kJson.size()) == kJson &&
-                      !names.count(std::string(n.substr(0, n.size() - kJson.size())) + ".eml");
+        std::string_view stem = n.substr(0, n.size() - std::min(n.size(), kJson.size()));
+        bool orphan = n.size() > kJson.size() && n.substr(stem.size()) == kJson &&
+                      queue::is_queue_id(stem) && !names.count(std::string(stem) + ".eml");
         if ((temporary || orphan) && ::unlinkat(dir_fd_, name.c_str(), 0) == 0) ++removed;
     }
     return removed;

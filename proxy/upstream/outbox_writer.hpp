@@ -49,7 +49,7 @@ public:
                           std::string* what = nullptr);
 
     // Deletes what a crash can leave: temporaries (".tmp-*") and envelopes whose message was
-    // never renamed into place (<id>.json without <id>.eml). Returns how many.
+    // never renamed into place (<queueid>.json without <queueid>.eml). Returns how many.
     size_t remove_stale_temporaries();
 
     const std::string& dir() const { return dir_; }

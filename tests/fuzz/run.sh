@@ -14,4 +14,4 @@ for target in fuzz_command_parser fuzz_data_reader fuzz_config_loader; do
         || { tail -40 "$build/$target.log"; echo "fuzz: $target FAILED"; exit 1; }
     grep -E '^(#[0-9]+\s+DONE|Done)' "$build/$target.log" | tail -1 || true
 done
-echo "fuzz: all targets passed"
+echo "fuzz: 3 passed, 0 failed"

@@ -6,6 +6,7 @@ Run with Debian's /usr/bin/python3 (ctest does).
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("POSTERN_SOURCE", os.path.normpath(os.path.join(HERE, "..", "..")))
 BINARY = os.environ.get("POSTERN_BIN", os.path.join(SOURCE, "build", "postern"))
 SHARED = os.path.normpath(os.path.join(SOURCE, "..", "shared"))
+
+
+# The text of a "250 2.0.0 Ok: queued as <id>" reply, as SmtpConn.reply() returns it.
+QUEUED = re.compile(r"^2\.0\.0 Ok: queued as ([0-9A-HJKMNP-TV-Z]{14})$")
+
+
+def wait_for(predicate, timeout=5.0, step=0.02):
+    """Polls predicate until it holds or timeout passes; returns its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
 
 
 def free_port(host="127.0.0.1"):

@@ -6,16 +6,15 @@ import subprocess
 import threading
 import unittest
 
-from harness import PosternTestCase, strip_received
+from harness import QUEUED, PosternTestCase, strip_received
 
-QUEUED = re.compile(r"^Ok: queued as ([0-9A-HJKMNP-TV-Z]{14})$")
 
 
 class DeliveryTest(PosternTestCase):
 
     def queued_id(self, code, text):
         self.assertEqual(code, 250, text)
-        m = QUEUED.match(text.split(" ", 1)[1] if text.startswith("2.0.0") else text)
+        m = QUEUED.match(text)
         self.assertIsNotNone(m, text)
         return m.group(1)
 

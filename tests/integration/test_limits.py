@@ -6,18 +6,8 @@ import socket
 import time
 import unittest
 
-from harness import PosternTestCase
+from harness import QUEUED, PosternTestCase, wait_for
 
-QUEUED = re.compile(r"^2\.0\.0 Ok: queued as (\S+)$")
-
-
-def wait_for(predicate, timeout=5.0, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 class LimitsTestCase(PosternTestCase):
@@ -279,6 +269,23 @@ class TimeoutTest(LimitsTestCase):
         elapsed = time.monotonic() - start
         self.assertEqual((code, text.split(" ")[0]), (421, "4.4.2"))
         self.assertLess(elapsed, 3.0)
+
+    def test_command_after_a_long_data_transfer_gets_a_fresh_deadline(self):
+        # The message takes 2 s (each read well inside data_timeout); the next command starts in
+        # the same segment as the end of data and is finished 0.5 s later: it must not inherit
+        # a deadline from before the DATA.
+        c = self.greet()
+        self.transaction(c)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        for _ in range(4):
+            c.send(b"X-Slow: line\r\n")
+            time.sleep(0.5)
+        c.send(b"\r\nbody\r\n.\r\nNOO")
+        code, text, _ = c.reply()
+        self.assertEqual(code, 250, text)
+        time.sleep(0.5)
+        c.send(b"P\r\n")
+        self.assertEqual(c.reply()[0], 250)
 
     def test_activity_restarts_the_command_timer(self):
         c = self.greet()

@@ -1,24 +1,13 @@
 """Graceful shutdown on SIGTERM: idle sessions are told 421 4.3.2 at once, the listener stops
 accepting, a transaction in flight may finish within server.shutdown_grace, one that does not is
 cut with 421 and stores nothing; the process exits 0 in every case."""
-import re
 import signal
 import socket
 import time
 import unittest
 
-from harness import Postern
+from harness import QUEUED, Postern, wait_for
 
-QUEUED = re.compile(r"^2\.0\.0 Ok: queued as (\S+)$")
-
-
-def wait_for(predicate, timeout=5.0, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 class ShutdownTest(unittest.TestCase):

@@ -268,13 +268,16 @@ TEST_F(OutboxWriterTest, RemoveStaleTemporaries) {
 
 TEST_F(OutboxWriterTest, RemoveStaleTemporariesAlsoRemovesOrphanEnvelopes) {
     fs::create_directories(dir_);
-    // B.json without B.eml: a crash between the two renames of commit().
-    for (const char* n : {"A.eml", "A.json", "B.json", "C.eml"}) {
+    // 01M8HDW9P9FG1H.json without its .eml: a crash between the two renames of commit().
+    // Files whose names are not queue ids are not postern's and are left alone.
+    for (const char* n : {"01M8HDW9P9FG1G.eml", "01M8HDW9P9FG1G.json", "01M8HDW9P9FG1H.json",
+                          "01M8HDW9P9FG1J.eml", "notes.json", "B.json"}) {
         write_plain(fs::path(dir_) / n, n);
     }
     OutboxWriter writer(dir_);
     EXPECT_EQ(writer.remove_stale_temporaries(), 1u);
-    EXPECT_EQ(names(), (std::set<std::string>{"A.eml", "A.json", "C.eml"}));
+    EXPECT_EQ(names(), (std::set<std::string>{"01M8HDW9P9FG1G.eml", "01M8HDW9P9FG1G.json",
+                                              "01M8HDW9P9FG1J.eml", "notes.json", "B.json"}));
 }
 
 TEST_F(OutboxWriterTest, SecondWriterOnTheSameDirectoryIsRefused) {
