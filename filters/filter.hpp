@@ -6,10 +6,9 @@
 // header fixes the vocabulary so that filters and the server can be built against it.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <optional>
 #include <string>
-
-#include <boost/asio/awaitable.hpp>
 
 namespace postern::filters {
 
@@ -49,9 +48,11 @@ struct TransactionView {
 // One filter instance serves many sessions concurrently; implementations keep no per-session
 // state of their own (that belongs on the transaction).
 class Filter {
-public:
+  public:
     virtual ~Filter() = default;
-    virtual boost::asio::awaitable<Verdict> on_connect(const ConnectionView&) { co_return Verdict{}; }
+    virtual boost::asio::awaitable<Verdict> on_connect(const ConnectionView&) {
+        co_return Verdict{};
+    }
     virtual boost::asio::awaitable<Verdict> on_helo(const ConnectionView&) { co_return Verdict{}; }
     virtual boost::asio::awaitable<Verdict> on_mail_from(const ConnectionView&,
                                                          const TransactionView&) {
@@ -62,8 +63,7 @@ public:
                                                        const std::string& /*recipient*/) {
         co_return Verdict{};
     }
-    virtual boost::asio::awaitable<Verdict> on_data(const ConnectionView&,
-                                                    const TransactionView&) {
+    virtual boost::asio::awaitable<Verdict> on_data(const ConnectionView&, const TransactionView&) {
         co_return Verdict{};
     }
 };

@@ -1,7 +1,7 @@
 // The postern command line: serve, check-config, version.
 #include <cstring>
-#include <optional>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 

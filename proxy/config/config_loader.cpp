@@ -2,6 +2,7 @@
 // and converts each value, collecting issues instead of stopping at the first.
 #include "proxy/config/config_loader.hpp"
 
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "proxy/config/units.hpp"
 #include "proxy/smtp/address.hpp"
@@ -19,8 +19,8 @@ namespace {
 
 // Keys of sections that later versions of postern read (DESIGN.md); reported as unsupported
 // rather than unknown so that the message says what is going on.
-const std::set<std::string> kNotYetSupported = {"admin",  "upstream", "filter", "route_rule",
-                                                "auth",   "user",     "quota"};
+const std::set<std::string> kNotYetSupported = {"admin", "upstream", "filter", "route_rule",
+                                                "auth",  "user",     "quota"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
@@ -44,7 +44,7 @@ struct EnumName {
 };
 
 class Walker {
-public:
+  public:
     explicit Walker(std::string file) : file_(std::move(file)) {}
 
     std::vector<ConfigIssue> issues;
@@ -159,8 +159,7 @@ public:
         }
         std::string choices;
         for (const auto& n : names) choices += (choices.empty() ? "" : " | ") + std::string(n.name);
-        error(t.get(key)->source(), join(path, key),
-              "\"" + value + "\" is not one of " + choices);
+        error(t.get(key)->source(), join(path, key), "\"" + value + "\" is not one of " + choices);
         return false;
     }
 
@@ -168,7 +167,7 @@ public:
         return path.empty() ? std::string(key) : path + "." + std::string(key);
     }
 
-private:
+  private:
     void add(const toml::source_region& where, const std::string& key, std::string message,
              bool warning) {
         issues.push_back(ConfigIssue{file_, static_cast<unsigned>(where.begin.line),
@@ -254,8 +253,9 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
         auto e = parse_endpoint(address);
         if (!e) {
             w.error(t.get("address")->source(), path + ".address",
-                    "\"" + address + "\" is not an IP address and port such as "
-                    "\"127.0.0.1:2525\" or \"[::1]:2525\"");
+                    "\"" + address +
+                        "\" is not an IP address and port such as "
+                        "\"127.0.0.1:2525\" or \"[::1]:2525\"");
         } else {
             l.address = *e;
         }
@@ -322,7 +322,8 @@ void read_route(Walker& w, const toml::table& t, const std::string& path, RouteC
                 "use outbox");
     }
     if (w.get_string(t, "outbox", path, r.outbox)) {
-        if (r.outbox.empty()) w.error(t.get("outbox")->source(), path + ".outbox", "must not be empty");
+        if (r.outbox.empty())
+            w.error(t.get("outbox")->source(), path + ".outbox", "must not be empty");
     } else if (!t.get("outbox") && !t.get("upstream")) {
         w.error(t.source(), path, "a route needs a target: outbox = \"DIR\"");
     }
@@ -349,7 +350,8 @@ LoadResult walk(const toml::table& root, const std::string& name) {
         const toml::node* node = root.get(key);
         if (!node) return nullptr;
         if (!node->is_table()) {
-            w.error(node->source(), std::string(key), "expected a table [" + std::string(key) + "]");
+            w.error(node->source(), std::string(key),
+                    "expected a table [" + std::string(key) + "]");
             return nullptr;
         }
         return node->as_table();
@@ -390,7 +392,8 @@ LoadResult walk(const toml::table& root, const std::string& name) {
             const toml::table& t = *node.as_table();
             read_listener(w, t, path, l);
             if (!names.insert(l.name).second) {
-                w.error(t.source(), path + ".name", "listener name \"" + l.name + "\" is used twice");
+                w.error(t.source(), path + ".name",
+                        "listener name \"" + l.name + "\" is used twice");
             }
             if (l.address.port != 0 && !addresses.insert(l.address.to_string()).second) {
                 w.error(t.source(), path + ".address",

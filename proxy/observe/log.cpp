@@ -1,8 +1,6 @@
 // Structured logging; see log.hpp.
 #include "proxy/observe/log.hpp"
 
-#include "proxy/smtp/address.hpp"
-
 #include <unistd.h>
 
 #include <atomic>
@@ -10,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+
+#include "proxy/smtp/address.hpp"
 
 namespace postern::observe {
 namespace {
@@ -20,10 +20,14 @@ std::atomic<int> g_fd{2};
 
 std::string_view level_name(LogLevel level) {
     switch (level) {
-        case LogLevel::kDebug: return "debug";
-        case LogLevel::kInfo: return "info";
-        case LogLevel::kWarn: return "warn";
-        case LogLevel::kError: return "error";
+        case LogLevel::kDebug:
+            return "debug";
+        case LogLevel::kInfo:
+            return "info";
+        case LogLevel::kWarn:
+            return "warn";
+        case LogLevel::kError:
+            return "error";
     }
     return "info";
 }
@@ -88,11 +92,21 @@ std::string json_quote(std::string_view text) {
     out += '"';
     for (unsigned char c : text) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
             default:
                 if (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)) {
                     append_hex(out, c, "\\u00");
@@ -111,7 +125,9 @@ void configure_logging(LogLevel level, LogFormat format, int fd) {
     g_fd = fd;
 }
 
-bool log_enabled(LogLevel level) { return level >= g_level.load(std::memory_order_relaxed); }
+bool log_enabled(LogLevel level) {
+    return level >= g_level.load(std::memory_order_relaxed);
+}
 
 std::string format_line(LogFormat format, LogLevel level, std::string_view event,
                         std::initializer_list<Field> fields, std::string_view timestamp) {

@@ -12,17 +12,23 @@ using observe::json_quote;
 
 std::string body_name(smtp::BodyType body) {
     switch (body) {
-        case smtp::BodyType::k7Bit: return "7BIT";
-        case smtp::BodyType::k8BitMime: return "8BITMIME";
-        default: return "";
+        case smtp::BodyType::k7Bit:
+            return "7BIT";
+        case smtp::BodyType::k8BitMime:
+            return "8BITMIME";
+        default:
+            return "";
     }
 }
 
 std::string ret_name(smtp::DsnRet ret) {
     switch (ret) {
-        case smtp::DsnRet::kFull: return "FULL";
-        case smtp::DsnRet::kHdrs: return "HDRS";
-        default: return "";
+        case smtp::DsnRet::kFull:
+            return "FULL";
+        case smtp::DsnRet::kHdrs:
+            return "HDRS";
+        default:
+            return "";
     }
 }
 

@@ -7,7 +7,7 @@ namespace postern::queue {
 namespace {
 
 constexpr char kAlphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";  // ascending in ASCII
-constexpr uint32_t kCounterLimit = 1u << 20;                          // 4 base32 digits
+constexpr uint32_t kCounterLimit = 1u << 20;                      // 4 base32 digits
 
 uint64_t now_ms() {
     using namespace std::chrono;

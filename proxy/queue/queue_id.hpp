@@ -14,7 +14,7 @@ namespace postern::queue {
 inline constexpr size_t kQueueIdLength = 14;
 
 class QueueIdGenerator {
-public:
+  public:
     QueueIdGenerator();
 
     // Thread-safe. Never returns the same id twice in one process, even if the clock steps back.
@@ -23,7 +23,7 @@ public:
     // The id for a given time and counter, for tests.
     static std::string format(uint64_t milliseconds, uint32_t counter);
 
-private:
+  private:
     std::mutex mutex_;
     std::mt19937 random_;
     uint64_t last_ms_ = 0;

@@ -12,7 +12,7 @@
 namespace postern::server {
 
 class ConnectionLimits {
-public:
+  public:
     enum class Admission { kAdmitted, kTooMany, kTooManyFromAddress };
 
     ConnectionLimits(unsigned max_total, unsigned max_per_address)
@@ -24,7 +24,7 @@ public:
 
     unsigned active() const;
 
-private:
+  private:
     static std::string key(const config::IpAddress& address);
 
     const unsigned max_total_;

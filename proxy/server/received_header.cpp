@@ -21,7 +21,7 @@ std::string rfc5322_date(std::chrono::system_clock::time_point t) {
 
 std::string received_header(const queue::Envelope& e, const std::string& hostname) {
     std::string literal = e.client_ip.find(':') != std::string::npos ? "[IPv6:" + e.client_ip + "]"
-                                                                       : "[" + e.client_ip + "]";
+                                                                     : "[" + e.client_ip + "]";
     std::string h = "Received: from " + e.helo + " (" + literal + ")\r\n";
     h += "\tby " + hostname + " (postern) with " + e.protocol + " id " + e.queue_id + "\r\n";
     h += "\t";

@@ -236,9 +236,10 @@ int Server::run() {
             {{"listener", lc.name},
              {"address", lc.address.to_string()},
              {"route", lc.route},
-             {"relay", lc.relay == config::RelayPolicy::kTrusted         ? "trusted"
-                       : lc.relay == config::RelayPolicy::kAuthenticated ? "authenticated"
-                                                                         : "trusted_or_authenticated"}});
+             {"relay", lc.relay == config::RelayPolicy::kTrusted ? "trusted"
+                       : lc.relay == config::RelayPolicy::kAuthenticated
+                           ? "authenticated"
+                           : "trusted_or_authenticated"}});
         s.listeners.push_back(std::move(state));
     }
     for (auto& l : s.listeners) {

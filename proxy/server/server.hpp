@@ -16,7 +16,7 @@
 namespace postern::server {
 
 class Server {
-public:
+  public:
     explicit Server(const config::Config& config);
     ~Server();
     Server(const Server&) = delete;
@@ -26,7 +26,7 @@ public:
     // outbox that cannot be created) are logged and give 1.
     int run();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

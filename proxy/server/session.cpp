@@ -26,9 +26,9 @@ namespace replies = smtp::replies;
 namespace {
 
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
-constexpr size_t kCommandChunk = 1024;      // read size while waiting for commands
-constexpr size_t kDataChunk = 64 * 1024;    // read size while receiving message data
-constexpr size_t kKeepCapacity = 16 * 1024; // buffers above this are released when idle
+constexpr size_t kCommandChunk = 1024;       // read size while waiting for commands
+constexpr size_t kDataChunk = 64 * 1024;     // read size while receiving message data
+constexpr size_t kKeepCapacity = 16 * 1024;  // buffers above this are released when idle
 
 bool relay_needs_trust(config::RelayPolicy policy) {
     // AUTH is not implemented yet, so "trusted_or_authenticated" admits the trusted only.
@@ -38,9 +38,16 @@ bool relay_needs_trust(config::RelayPolicy policy) {
 // RFC 2920 3.1: after these the client waits for the reply, so the group ends here.
 bool ends_group(Verb verb) {
     switch (verb) {
-        case Verb::kEhlo: case Verb::kHelo: case Verb::kData: case Verb::kVrfy:
-        case Verb::kExpn: case Verb::kQuit: case Verb::kNoop: case Verb::kHelp:
-        case Verb::kStarttls: case Verb::kAuth:
+        case Verb::kEhlo:
+        case Verb::kHelo:
+        case Verb::kData:
+        case Verb::kVrfy:
+        case Verb::kExpn:
+        case Verb::kQuit:
+        case Verb::kNoop:
+        case Verb::kHelp:
+        case Verb::kStarttls:
+        case Verb::kAuth:
             return true;
         default:
             return false;
@@ -101,9 +108,9 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
     while (true) {
         timer_.expires_at(deadline);
         reading_ = true;
-        auto result = co_await (
-            socket_.async_read_some(asio::buffer(in_.data() + old, chunk), kUseTuple) ||
-            timer_.async_wait(kUseTuple));
+        auto result =
+            co_await (socket_.async_read_some(asio::buffer(in_.data() + old, chunk), kUseTuple) ||
+                      timer_.async_wait(kUseTuple));
         reading_ = false;
         if (result.index() == 0) {
             auto [ec, n] = std::get<0>(result);
@@ -130,9 +137,8 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
 asio::awaitable<bool> Session::flush() {
     if (out_.empty()) co_return true;
     timer_.expires_after(ctx_.listener.command_timeout);
-    auto result =
-        co_await (asio::async_write(socket_, asio::buffer(out_), kUseTuple) ||
-                  timer_.async_wait(kUseTuple));
+    auto result = co_await (asio::async_write(socket_, asio::buffer(out_), kUseTuple) ||
+                            timer_.async_wait(kUseTuple));
     out_.clear();
     if (result.index() == 0 && !std::get<0>(std::get<0>(result))) co_return true;
     end_reason_ = result.index() == 0 ? "write failed" : "write timeout";
@@ -275,12 +281,24 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
         co_return;
     }
     switch (cmd.verb) {
-        case Verb::kEhlo: on_helo(cmd.args, true); break;
-        case Verb::kHelo: on_helo(cmd.args, false); break;
-        case Verb::kMail: on_mail(cmd.args); break;
-        case Verb::kRcpt: on_rcpt(cmd.args); break;
-        case Verb::kData: co_await on_data(cmd.args); break;
-        case Verb::kBdat: co_await on_bdat(cmd.args); break;
+        case Verb::kEhlo:
+            on_helo(cmd.args, true);
+            break;
+        case Verb::kHelo:
+            on_helo(cmd.args, false);
+            break;
+        case Verb::kMail:
+            on_mail(cmd.args);
+            break;
+        case Verb::kRcpt:
+            on_rcpt(cmd.args);
+            break;
+        case Verb::kData:
+            co_await on_data(cmd.args);
+            break;
+        case Verb::kBdat:
+            co_await on_bdat(cmd.args);
+            break;
         case Verb::kRset:
             if (!cmd.args.empty()) {
                 reply(replies::kNoArguments);
@@ -289,7 +307,9 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             reset_transaction();
             reply(replies::kOk);
             break;
-        case Verb::kNoop: reply(replies::kOk); break;
+        case Verb::kNoop:
+            reply(replies::kOk);
+            break;
         case Verb::kQuit:
             reply(replies::kBye);
             end_reason_ = "quit";
@@ -299,13 +319,19 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             reply(cmd.args.empty() ? replies::kVrfySyntax : replies::kCannotVrfy);
             break;
         case Verb::kHelp:
-            reply({214, "2.0.0",
-                   "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"});
+            reply(
+                {214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"});
             break;
-        case Verb::kExpn: reply(replies::kExpnDisabled); break;
+        case Verb::kExpn:
+            reply(replies::kExpnDisabled);
+            break;
         case Verb::kStarttls:
-        case Verb::kAuth: reply(replies::kNotImplemented); break;
-        case Verb::kUnknown: reply(replies::kUnknownCommand); break;
+        case Verb::kAuth:
+            reply(replies::kNotImplemented);
+            break;
+        case Verb::kUnknown:
+            reply(replies::kUnknownCommand);
+            break;
     }
 }
 
@@ -435,8 +461,8 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
         transaction_.bdat_started = true;
         body_.clear();
         transaction_.chunk_reader = std::make_unique<smtp::DataReader>(
-            smtp::DataReader::Mode::kChunked, ctx_.listener.bare_lf,
-            ctx_.listener.max_message_size, body_);
+            smtp::DataReader::Mode::kChunked, ctx_.listener.bare_lf, ctx_.listener.max_message_size,
+            body_);
     }
 
     // The chunk is read in full even when it is refused: RFC 3030 3 keeps the framing.

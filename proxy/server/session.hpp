@@ -42,19 +42,19 @@ class Session;
 
 // The sessions of one I/O thread, so that shutdown can reach them. Touched only on that thread.
 class SessionRegistry {
-public:
+  public:
     void add(Session* s) { sessions_.insert(s); }
     void remove(Session* s) { sessions_.erase(s); }
     // Drain: idle sessions close with 421 at once, sessions in a transaction after it.
     // Force: every session closes with 421 now.
     void shutdown_all(bool force);
 
-private:
+  private:
     std::unordered_set<Session*> sessions_;
 };
 
 class Session {
-public:
+  public:
     // Takes over an admitted connection slot of ctx.limits for `client`; gives it back on exit.
     Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry, uint64_t id,
             config::IpAddress client, uint16_t client_port);
@@ -67,7 +67,7 @@ public:
     // Called on the session's own thread (through the registry).
     void request_shutdown(bool force);
 
-private:
+  private:
     enum class ReadOutcome { kData, kClosed, kTimeout, kShutdown };
 
     struct Transaction {

@@ -9,27 +9,28 @@
 
 namespace postern::smtp {
 
-inline constexpr size_t kMaxLocalPart = 64;   // RFC 5321 4.5.3.1.1
-inline constexpr size_t kMaxDomain = 255;     // RFC 5321 4.5.3.1.2
-inline constexpr size_t kMaxPath = 256;       // RFC 5321 4.5.3.1.3, including "<" and ">"
+inline constexpr size_t kMaxLocalPart = 64;  // RFC 5321 4.5.3.1.1
+inline constexpr size_t kMaxDomain = 255;    // RFC 5321 4.5.3.1.2
+inline constexpr size_t kMaxPath = 256;      // RFC 5321 4.5.3.1.3, including "<" and ">"
 
 enum class AddressError {
     kNone,
-    kSyntax,        // not a Path
-    kLocalTooLong,  // local part over 64 octets
-    kDomainTooLong, // domain over 255 octets
-    kPathTooLong,   // path over 256 octets
-    kBadUtf8,       // octets above 127 that are not well-formed UTF-8
+    kSyntax,         // not a Path
+    kLocalTooLong,   // local part over 64 octets
+    kDomainTooLong,  // domain over 255 octets
+    kPathTooLong,    // path over 256 octets
+    kBadUtf8,        // octets above 127 that are not well-formed UTF-8
 };
 
 struct Address {
     // The local part exactly as written, quotes and backslashes included: it is relayed as
     // parsed and never re-interpreted (no %-hack, no bang path, no source route).
     std::string local;
-    std::string domain;     // a domain name or an address literal "[...]"; empty for <> and <postmaster>
-    bool null = false;      // the null reverse-path "<>"
-    bool utf8 = false;      // holds octets above 127 (needs SMTPUTF8, RFC 6531 3.4)
-    bool had_route = false; // an A-d-l source route was given and dropped (RFC 5321 4.1.2, C.)
+    std::string
+        domain;  // a domain name or an address literal "[...]"; empty for <> and <postmaster>
+    bool null = false;       // the null reverse-path "<>"
+    bool utf8 = false;       // holds octets above 127 (needs SMTPUTF8, RFC 6531 3.4)
+    bool had_route = false;  // an A-d-l source route was given and dropped (RFC 5321 4.1.2, C.)
 
     // "local@domain", "" for the null path, "postmaster" for the bare postmaster form.
     std::string mailbox() const;

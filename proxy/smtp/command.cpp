@@ -57,6 +57,8 @@ std::string_view verb_name(Verb verb) {
     return "UNKNOWN";
 }
 
-bool is_command_octet(unsigned char c) { return c >= 0x20 && c != 0x7f; }
+bool is_command_octet(unsigned char c) {
+    return c >= 0x20 && c != 0x7f;
+}
 
 }  // namespace postern::smtp

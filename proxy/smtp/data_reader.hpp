@@ -20,7 +20,7 @@ inline constexpr size_t kMaxTextLine = 998;  // RFC 5321 4.5.3.1.6 / RFC 5322 2.
 enum class BareLineEndPolicy { kReject, kNormalize };
 
 class DataReader {
-public:
+  public:
     enum class Mode { kDotStuffed, kChunked };
 
     struct Flags {
@@ -47,7 +47,7 @@ public:
     const Flags& flags() const { return flags_; }
     uint64_t size() const { return size_; }  // decoded octets, counted even past max_size
 
-private:
+  private:
     enum class State {
         kLineStart,       // after a real CRLF (or at the start): "." may begin the end of data
         kLineStartLoose,  // after a bare CR/LF: "." may be stuffing, never an end

@@ -16,7 +16,9 @@ struct Param {
     bool has_value = false;
 };
 
-char upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
+char upper(char c) {
+    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+}
 
 std::string to_upper(std::string_view s) {
     std::string out(s);
@@ -24,7 +26,9 @@ std::string to_upper(std::string_view s) {
     return out;
 }
 
-bool iequals(std::string_view a, std::string_view b) { return to_upper(a) == to_upper(b); }
+bool iequals(std::string_view a, std::string_view b) {
+    return to_upper(a) == to_upper(b);
+}
 
 bool is_alnum(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -179,8 +183,7 @@ Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8) {
     Parsed<RcptTo> result;
     Address& recipient = result.value.recipient;
     std::vector<Param> params;
-    result.error =
-        split_command(args, "TO:", {.allow_postmaster = true}, false, recipient, params);
+    result.error = split_command(args, "TO:", {.allow_postmaster = true}, false, recipient, params);
     if (result.error) return result;
     RcptParams& rp = result.value.params;
     for (const Param& p : params) {

@@ -14,12 +14,12 @@ inline constexpr size_t kMaxCommandLine = 512;
 inline constexpr size_t kMaxExtendedCommandLine = 512 + 500;
 
 class CommandReader {
-public:
+  public:
     enum class Status {
-        kNeedMore,     // no complete line yet; `consumed` octets may be dropped (an over-long line)
-        kLine,         // `line` is a command without its CRLF
-        kTooLong,      // a line longer than the limit ended; reply 500 5.5.6
-        kBadLineEnd,   // the line held a bare CR, bare LF or another control octet; reply 500
+        kNeedMore,    // no complete line yet; `consumed` octets may be dropped (an over-long line)
+        kLine,        // `line` is a command without its CRLF
+        kTooLong,     // a line longer than the limit ended; reply 500 5.5.6
+        kBadLineEnd,  // the line held a bare CR, bare LF or another control octet; reply 500
     };
     struct Result {
         Status status = Status::kNeedMore;
@@ -32,7 +32,7 @@ public:
     // Looks for the next line in buffer. The caller drops `consumed` octets from its buffer.
     Result next(std::string_view buffer);
 
-private:
+  private:
     size_t max_line_;
     bool discarding_ = false;  // inside an over-long line, skipping to its LF
 };

@@ -34,6 +34,8 @@ std::optional<std::string> xtext_decode(std::string_view text) {
     return out;
 }
 
-bool is_valid_xtext(std::string_view text) { return xtext_decode(text).has_value(); }
+bool is_valid_xtext(std::string_view text) {
+    return xtext_decode(text).has_value();
+}
 
 }  // namespace postern::smtp

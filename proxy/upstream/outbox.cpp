@@ -1,8 +1,8 @@
 // Outbox target; see outbox.hpp.
 #include "proxy/upstream/outbox.hpp"
 
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <memory>

@@ -24,7 +24,7 @@ struct StoreResult {
 };
 
 class Outbox {
-public:
+  public:
     // Creates the directory if needed (throws std::system_error naming it) and starts the
     // storage thread.
     explicit Outbox(std::string dir);
@@ -41,7 +41,7 @@ public:
     const std::string& dir() const { return writer_.dir(); }
     OutboxWriter& writer() { return writer_; }
 
-private:
+  private:
     struct Job {
         OutboxWriter::Pending pending;
         std::function<void(StoreResult)> done;
@@ -51,8 +51,8 @@ private:
     OutboxWriter writer_;
     boost::asio::io_context io_{1};
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-    std::vector<Job> batch_;       // storage thread only
-    bool commit_posted_ = false;   // storage thread only
+    std::vector<Job> batch_;      // storage thread only
+    bool commit_posted_ = false;  // storage thread only
     std::thread thread_;
 };
 

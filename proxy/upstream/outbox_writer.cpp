@@ -1,8 +1,6 @@
 // Outbox storage; see outbox_writer.hpp.
 #include "proxy/upstream/outbox_writer.hpp"
 
-#include "proxy/queue/queue_id.hpp"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,6 +13,8 @@
 #include <filesystem>
 #include <set>
 #include <vector>
+
+#include "proxy/queue/queue_id.hpp"
 
 namespace postern::upstream {
 namespace {

@@ -19,7 +19,7 @@
 namespace postern::upstream {
 
 class OutboxWriter {
-public:
+  public:
     // Creates the directory (and parents) when missing, locks it (flock) for this writer and
     // checks that a file can be written there. Throws std::system_error naming the directory
     // when it cannot be created, opened or written, or when another writer holds it.
@@ -44,9 +44,8 @@ public:
     void commit(const std::vector<Pending*>& batch);
 
     // prepare() and commit() of one message.
-    std::error_code write(std::string_view queue_id, std::string_view header,
-                          std::string_view body, std::string_view envelope_json,
-                          std::string* what = nullptr);
+    std::error_code write(std::string_view queue_id, std::string_view header, std::string_view body,
+                          std::string_view envelope_json, std::string* what = nullptr);
 
     // Deletes what a crash can leave: temporaries (".tmp-*") and envelopes whose message was
     // never renamed into place (<queueid>.json without <queueid>.eml). Returns how many.
@@ -54,7 +53,7 @@ public:
 
     const std::string& dir() const { return dir_; }
 
-private:
+  private:
     std::string dir_;
     int dir_fd_ = -1;
 };

@@ -19,8 +19,7 @@ struct Outcome {
     DataReader::Flags flags;
 };
 
-Outcome run(DataReader::Mode mode, BareLineEndPolicy policy, std::string_view input,
-            size_t step) {
+Outcome run(DataReader::Mode mode, BareLineEndPolicy policy, std::string_view input, size_t step) {
     Outcome o;
     DataReader reader(mode, policy, 4096, o.out);
     while (o.consumed < input.size() && !reader.done()) {
