@@ -33,6 +33,9 @@ namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr int kListenBacklog = 1024;
 constexpr auto kForcedExitWait = std::chrono::seconds(5);
+// How often each I/O thread looks for reads and writes past their deadline: timeouts fire at
+// most this late, and no timer is armed per operation.
+constexpr auto kSweepInterval = std::chrono::milliseconds(200);
 
 }  // namespace
 
@@ -59,6 +62,7 @@ struct Server::Impl {
     asio::awaitable<void> run_session(tcp::socket socket, ListenerState& listener, Worker& worker,
                                       config::IpAddress client, uint16_t port);
     asio::awaitable<void> shutdown(int signal_number);
+    asio::awaitable<void> sweep_deadlines(Worker& worker);
     void tell_sessions(bool force);
     void force_close(int signal_number);
 
@@ -140,6 +144,16 @@ void Server::Impl::tell_sessions(bool force) {
     for (auto& w : workers) {
         Worker* worker = w.get();
         asio::post(worker->ctx, [worker, force] { worker->registry.shutdown_all(force); });
+    }
+}
+
+asio::awaitable<void> Server::Impl::sweep_deadlines(Worker& worker) {
+    asio::steady_timer tick(worker.ctx);
+    while (true) {
+        tick.expires_after(kSweepInterval);
+        auto [ec] = co_await tick.async_wait(kUseTuple);
+        if (ec) co_return;
+        worker.registry.sweep(std::chrono::steady_clock::now());
     }
 }
 
@@ -244,6 +258,9 @@ int Server::run() {
     }
     for (auto& l : s.listeners) {
         asio::co_spawn(main_ctx, s.accept_loop(*l), asio::detached);
+    }
+    for (auto& w : s.workers) {
+        asio::co_spawn(w->ctx, s.sweep_deadlines(*w), asio::detached);
     }
 
     // The first SIGTERM/SIGINT drains; a second one closes every session at once.

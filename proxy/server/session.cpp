@@ -4,7 +4,6 @@
 #include "proxy/server/session.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <charconv>
@@ -17,7 +16,6 @@
 
 namespace postern::server {
 
-using namespace asio::experimental::awaitable_operators;
 using config::LogLevel;
 using observe::log;
 using smtp::Verb;
@@ -54,9 +52,9 @@ bool ends_group(Verb verb) {
     }
 }
 
-// Gives back the memory of a large buffer, keeping what it holds (an idle session stays small).
+// Gives back the memory of a large buffer (an idle session stays small).
 void release_if_large(std::string& s) {
-    if (s.capacity() > kKeepCapacity) s.shrink_to_fit();
+    if (s.capacity() > kKeepCapacity) std::string().swap(s);
 }
 
 }  // namespace
@@ -67,10 +65,13 @@ void SessionRegistry::shutdown_all(bool force) {
     for (Session* s : sessions) s->request_shutdown(force);
 }
 
+void SessionRegistry::sweep(std::chrono::steady_clock::time_point now) {
+    for (Session* s : sessions_) s->check_deadline(now);
+}
+
 Session::Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry, uint64_t id,
                  config::IpAddress client, uint16_t client_port)
     : socket_(std::move(socket)),
-      timer_(socket_.get_executor()),
       ctx_(ctx),
       registry_(registry),
       id_(id),
@@ -90,9 +91,19 @@ Session::~Session() {
 void Session::request_shutdown(bool force) {
     draining_ = true;
     force_stop_ = force_stop_ || force;
-    // Wake a session that waits for input; one that is writing or storing notices at its next
-    // read. A pending write is left to finish (or to time out).
-    if (reading_) timer_.cancel();
+    // Wake a session that waits for input and has nothing to finish, or any session when
+    // forced. One that is storing a message notices at its next read.
+    if ((io_ == Io::kReading && stop_now()) || (io_ != Io::kNone && force_stop_)) {
+        boost::system::error_code ignored;
+        socket_.cancel(ignored);
+    }
+}
+
+void Session::check_deadline(std::chrono::steady_clock::time_point now) {
+    if (io_ == Io::kNone || now < deadline_) return;
+    timed_out_ = true;
+    boost::system::error_code ignored;
+    socket_.cancel(ignored);
 }
 
 asio::awaitable<Session::ReadOutcome> Session::read_more(std::chrono::milliseconds timeout,
@@ -102,46 +113,36 @@ asio::awaitable<Session::ReadOutcome> Session::read_more(std::chrono::millisecon
 
 asio::awaitable<Session::ReadOutcome> Session::read_until(
     std::chrono::steady_clock::time_point deadline, size_t chunk) {
-    if (stop_now()) co_return ReadOutcome::kShutdown;
-    const size_t old = in_.size();
-    in_.resize(old + chunk);
     while (true) {
-        timer_.expires_at(deadline);
-        reading_ = true;
-        auto result =
-            co_await (socket_.async_read_some(asio::buffer(in_.data() + old, chunk), kUseTuple) ||
-                      timer_.async_wait(kUseTuple));
-        reading_ = false;
-        if (result.index() == 0) {
-            auto [ec, n] = std::get<0>(result);
-            in_.resize(old + n);
-            if (ec) {
-                end_reason_ = (ec == asio::error::eof) ? "client closed" : ec.message();
-                co_return ReadOutcome::kClosed;
-            }
-            co_return ReadOutcome::kData;
+        if (stop_now()) co_return ReadOutcome::kShutdown;
+        if (std::chrono::steady_clock::now() >= deadline) co_return ReadOutcome::kTimeout;
+        deadline_ = deadline;
+        timed_out_ = false;
+        io_ = Io::kReading;
+        auto [ec, n] =
+            co_await socket_.async_read_some(asio::buffer(in_.prepare(chunk), chunk), kUseTuple);
+        io_ = Io::kNone;
+        in_.commit(n);
+        if (!ec) co_return ReadOutcome::kData;
+        if (ec == asio::error::operation_aborted) {
+            if (timed_out_) co_return ReadOutcome::kTimeout;
+            continue;  // woken by shutdown: the loop head decides
         }
-        auto [ec] = std::get<1>(result);
-        if (!ec) {
-            in_.resize(old);
-            co_return ReadOutcome::kTimeout;
-        }
-        if (stop_now()) {
-            in_.resize(old);
-            co_return ReadOutcome::kShutdown;
-        }
-        // Woken by a drain while a transaction is open: keep waiting until the same deadline.
+        end_reason_ = (ec == asio::error::eof) ? "client closed" : ec.message();
+        co_return ReadOutcome::kClosed;
     }
 }
 
 asio::awaitable<bool> Session::flush() {
     if (out_.empty()) co_return true;
-    timer_.expires_after(ctx_.listener.command_timeout);
-    auto result = co_await (asio::async_write(socket_, asio::buffer(out_), kUseTuple) ||
-                            timer_.async_wait(kUseTuple));
+    deadline_ = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
+    timed_out_ = false;
+    io_ = Io::kWriting;
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);
+    io_ = Io::kNone;
     out_.clear();
-    if (result.index() == 0 && !std::get<0>(std::get<0>(result))) co_return true;
-    end_reason_ = result.index() == 0 ? "write failed" : "write timeout";
+    if (!ec) co_return true;
+    end_reason_ = timed_out_ ? "write timeout" : "write failed";
     closing_ = true;
     co_return false;
 }
@@ -203,7 +204,6 @@ asio::awaitable<void> Session::run() {
     }
     if (!out_.empty()) co_await flush();
     boost::system::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
@@ -243,27 +243,27 @@ bool Session::handle_read_failure(ReadOutcome outcome) {
 
 asio::awaitable<void> Session::process_buffered() {
     while (!closing_) {
-        auto result = reader_.next(in_);
+        auto result = reader_.next(in_.view());
         if (result.status != smtp::CommandReader::Status::kNeedMore) ++lines_;
         switch (result.status) {
             case smtp::CommandReader::Status::kNeedMore:
-                in_.erase(0, result.consumed);
+                in_.consume(result.consumed);
                 co_return;
             case smtp::CommandReader::Status::kTooLong:
-                in_.erase(0, result.consumed);
+                in_.consume(result.consumed);
                 line_.clear();
                 current_verb_ = Verb::kUnknown;
                 reply(replies::kLineTooLong);
                 continue;
             case smtp::CommandReader::Status::kBadLineEnd:
-                line_.assign(in_, 0, result.consumed);
-                in_.erase(0, result.consumed);
+                line_.assign(in_.view().substr(0, result.consumed));
+                in_.consume(result.consumed);
                 current_verb_ = Verb::kUnknown;
                 reply(replies::kBadCommandOctets);
                 continue;
             case smtp::CommandReader::Status::kLine:
                 line_.assign(result.line);
-                in_.erase(0, result.consumed);
+                in_.consume(result.consumed);
                 co_await dispatch(line_);
                 if (ends_group(current_verb_) && !closing_ && !co_await flush()) co_return;
                 continue;
@@ -415,13 +415,13 @@ asio::awaitable<void> Session::on_data(std::string_view args) {
     }
     smtp::DataReader reader(smtp::DataReader::Mode::kDotStuffed, ctx_.listener.bare_lf,
                             ctx_.listener.max_message_size, body_);
-    in_.erase(0, reader.feed(in_));
+    in_.consume(reader.feed(in_.view()));
     while (!reader.done()) {
         ReadOutcome outcome = co_await read_more(ctx_.listener.data_timeout, kDataChunk);
         if (!handle_read_failure(outcome)) co_return;
-        in_.erase(0, reader.feed(in_));
+        in_.consume(reader.feed(in_.view()));
     }
-    release_if_large(in_);
+    in_.shrink(kCommandChunk);
     co_await complete_transaction(reader.flags());
 }
 
@@ -475,11 +475,11 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
             if (!handle_read_failure(outcome)) co_return;
         }
         size_t take = static_cast<size_t>(std::min<uint64_t>(remaining, in_.size()));
-        if (!error) transaction_.chunk_reader->feed(std::string_view(in_).substr(0, take));
-        in_.erase(0, take);
+        if (!error) transaction_.chunk_reader->feed(in_.view().substr(0, take));
+        in_.consume(take);
         remaining -= take;
     }
-    release_if_large(in_);
+    in_.shrink(kCommandChunk);
 
     if (!error && transaction_.chunk_reader->flags().too_big) {
         transaction_.bdat_error = replies::kMessageTooBig;

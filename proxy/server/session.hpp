@@ -6,7 +6,6 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -17,6 +16,7 @@
 #include "proxy/config/config.hpp"
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/server/connection_limits.hpp"
+#include "proxy/server/input_buffer.hpp"
 #include "proxy/smtp/command.hpp"
 #include "proxy/smtp/data_reader.hpp"
 #include "proxy/smtp/esmtp_params.hpp"
@@ -48,6 +48,8 @@ class SessionRegistry {
     // Drain: idle sessions close with 421 at once, sessions in a transaction after it.
     // Force: every session closes with 421 now.
     void shutdown_all(bool force);
+    // Ends the reads and writes whose deadline has passed (the session then answers 421).
+    void sweep(std::chrono::steady_clock::time_point now);
 
   private:
     std::unordered_set<Session*> sessions_;
@@ -66,6 +68,7 @@ class Session {
 
     // Called on the session's own thread (through the registry).
     void request_shutdown(bool force);
+    void check_deadline(std::chrono::steady_clock::time_point now);
 
   private:
     enum class ReadOutcome { kData, kClosed, kTimeout, kShutdown };
@@ -100,8 +103,11 @@ class Session {
     void reset_transaction();
     bool stop_now() const { return force_stop_ || (draining_ && !transaction_.active); }
 
+    // Timeouts: each read or write sets deadline_; the registry's periodic sweep cancels the
+    // operation once it has passed. No timer per operation.
+    enum class Io { kNone, kReading, kWriting };
+
     tcp::socket socket_;
-    asio::steady_timer timer_;
     ListenerContext& ctx_;
     SessionRegistry& registry_;
     const uint64_t id_;
@@ -111,7 +117,7 @@ class Session {
     const bool trusted_;
     const std::chrono::steady_clock::time_point started_;
 
-    std::string in_;   // received, not yet consumed
+    InputBuffer in_;   // received, not yet consumed
     std::string out_;  // replies of the current pipelined group
     std::string line_;
     std::string body_;
@@ -127,7 +133,9 @@ class Session {
     uint64_t lines_ = 0;  // complete lines judged, well formed or not
     unsigned messages_ = 0;
     bool closing_ = false;
-    bool reading_ = false;
+    Io io_ = Io::kNone;
+    std::chrono::steady_clock::time_point deadline_;
+    bool timed_out_ = false;
     bool draining_ = false;
     bool force_stop_ = false;
     std::string end_reason_ = "quit";

@@ -52,6 +52,27 @@ void DataReader::text(unsigned char c) {
     emit(static_cast<char>(c));
 }
 
+void DataReader::text_run(std::string_view run) {
+    // As text() for each octet of a run without CR, LF or NUL.
+    for (unsigned char c : run) {
+        if (c >= 0x80) {
+            flags_.eight_bit = true;
+            break;
+        }
+    }
+    line_length_ += run.size();
+    if (line_length_ > kMaxTextLine) flags_.long_line = true;
+    size_ += run.size();
+    if (flags_.too_big || refused_) return;
+    if (size_ > max_size_) {
+        flags_.too_big = true;
+        out_.clear();
+        out_.shrink_to_fit();
+        return;
+    }
+    out_.append(run);
+}
+
 size_t DataReader::feed(std::string_view input) {
     size_t i = 0;
     while (i < input.size() && !done_) {
@@ -100,7 +121,19 @@ size_t DataReader::feed(std::string_view input) {
                 text('.');
                 bare_line_end();
                 continue;
-            case State::kText:
+            case State::kText: {
+                // The common case: a run of ordinary text, copied at once.
+                size_t end = i;
+                while (end < input.size()) {
+                    char x = input[end];
+                    if (x == '\r' || x == '\n' || x == '\0') break;
+                    ++end;
+                }
+                if (end > i) {
+                    text_run(input.substr(i, end - i));
+                    i = end;
+                    continue;
+                }
                 if (c == '\r') {
                     state_ = State::kCr;
                 } else if (c == '\n') {
@@ -110,6 +143,7 @@ size_t DataReader::feed(std::string_view input) {
                 }
                 ++i;
                 continue;
+            }
             case State::kCr:
                 if (c == '\n') {
                     emit_line_end();

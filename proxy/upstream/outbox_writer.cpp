@@ -25,19 +25,27 @@ std::error_code last_error() {
     return {errno, std::generic_category()};
 }
 
-// Writes all of the pieces, retrying short writes.
+// Writes all of the pieces with writev, retrying short writes.
 std::error_code write_all(int fd, std::vector<std::string_view> pieces) {
+    std::vector<iovec> iov;
     for (std::string_view piece : pieces) {
-        const char* p = piece.data();
-        size_t left = piece.size();
-        while (left > 0) {
-            ssize_t n = ::write(fd, p, left);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                return last_error();
-            }
-            p += n;
-            left -= static_cast<size_t>(n);
+        if (!piece.empty()) iov.push_back({const_cast<char*>(piece.data()), piece.size()});
+    }
+    size_t first = 0;
+    while (first < iov.size()) {
+        ssize_t n = ::writev(fd, iov.data() + first, static_cast<int>(iov.size() - first));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return last_error();
+        }
+        auto written = static_cast<size_t>(n);
+        while (first < iov.size() && written >= iov[first].iov_len) {
+            written -= iov[first].iov_len;
+            ++first;
+        }
+        if (first < iov.size()) {
+            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + written;
+            iov[first].iov_len -= written;
         }
     }
     return {};
