@@ -38,27 +38,46 @@ asio::awaitable<StoreResult> Outbox::store(const queue::Envelope& envelope,
                 done(StoreResult{job.pending.error, job.pending.step});
                 return;
             }
-            batch_.push_back(std::move(job));
-            if (!commit_posted_) {
-                // Runs after every job already queued: they all join this commit.
-                commit_posted_ = true;
-                asio::post(io_, [this] { commit_batch(); });
-            }
+            written_.push_back(std::move(job));
+            schedule_cycle();
         });
     };
     co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(StoreResult)>(
         initiate, asio::use_awaitable);
 }
 
-void Outbox::commit_batch() {
-    commit_posted_ = false;
-    std::vector<Job> jobs;
-    jobs.swap(batch_);
-    std::vector<OutboxWriter::Pending*> pending;
-    pending.reserve(jobs.size());
-    for (Job& job : jobs) pending.push_back(&job.pending);
-    writer_.commit(pending);
-    for (Job& job : jobs) job.done(StoreResult{job.pending.error, job.pending.step});
+void Outbox::schedule_cycle() {
+    // Posted behind the writes already queued: they all join the coming sync.
+    if (cycle_posted_) return;
+    cycle_posted_ = true;
+    asio::post(io_, [this] { cycle(); });
+}
+
+void Outbox::cycle() {
+    cycle_posted_ = false;
+    std::vector<Job> to_publish;
+    to_publish.swap(written_);
+    std::vector<Job> to_acknowledge;
+    to_acknowledge.swap(published_);
+
+    if (auto ec = writer_.sync()) {
+        for (Job& job : to_acknowledge) writer_.abandon(job.pending, ec, "sync directory");
+        for (Job& job : to_publish) writer_.abandon(job.pending, ec, "sync data");
+    } else {
+        std::vector<OutboxWriter::Pending*> pending;
+        pending.reserve(to_publish.size());
+        for (Job& job : to_publish) pending.push_back(&job.pending);
+        writer_.publish(pending);
+    }
+    for (Job& job : to_acknowledge) job.done(StoreResult{job.pending.error, job.pending.step});
+    for (Job& job : to_publish) {
+        if (job.pending.error) {
+            job.done(StoreResult{job.pending.error, job.pending.step});
+        } else {
+            published_.push_back(std::move(job));
+        }
+    }
+    if (!published_.empty() || !written_.empty()) schedule_cycle();
 }
 
 }  // namespace postern::upstream

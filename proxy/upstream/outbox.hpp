@@ -1,6 +1,9 @@
 // The outbox delivery target ([route.NAME] outbox = "DIR"). One storage thread per outbox writes
-// the messages handed to it and commits them in groups: whatever arrived while the previous
-// commit was syncing is committed together, so concurrent sessions share one fsync pair.
+// the messages handed to it and commits them in overlapping groups. Each cycle is one file-system
+// sync, which makes durable both the data of the messages written since the last cycle and the
+// names given in the last cycle; after it, the former get their names and the latter are
+// acknowledged. So every message is covered by two syncs (data before name, name before the 250)
+// while the syncs are shared by all concurrent sessions.
 // Callers await store() on their I/O thread and resume there once their message is durable.
 #pragma once
 
@@ -46,13 +49,16 @@ class Outbox {
         OutboxWriter::Pending pending;
         std::function<void(StoreResult)> done;
     };
-    void commit_batch();  // storage thread only
+    void cycle();  // storage thread only
+    void schedule_cycle();
 
     OutboxWriter writer_;
     boost::asio::io_context io_{1};
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-    std::vector<Job> batch_;      // storage thread only
-    bool commit_posted_ = false;  // storage thread only
+    // Storage thread only:
+    std::vector<Job> written_;    // temporaries written, waiting for a sync before their rename
+    std::vector<Job> published_;  // renamed, waiting for a sync before their 250
+    bool cycle_posted_ = false;
     std::thread thread_;
 };
 

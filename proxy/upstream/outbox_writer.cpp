@@ -109,7 +109,8 @@ OutboxWriter::Pending OutboxWriter::prepare(std::string_view queue_id, std::stri
               id + ".eml",
               id + ".json",
               {},
-              ""};
+              "",
+              false};
     // On failure only what this call created is removed: a temporary that already existed
     // (EEXIST) is another message's.
     if (auto ec = write_file(dir_fd_, p.tmp_eml, {header, body})) {
@@ -132,23 +133,15 @@ std::error_code OutboxWriter::write(std::string_view queue_id, std::string_view 
     return p.error;
 }
 
-void OutboxWriter::commit(const std::vector<Pending*>& prepared) {
-    // Entries that failed in prepare() own no files here: leave them alone.
-    std::vector<Pending*> batch;
-    for (Pending* p : prepared) {
-        if (!p->error) batch.push_back(p);
-    }
-    auto fail_all = [&](std::error_code ec, const char* step) {
-        for (Pending* p : batch) {
-            if (p->error) continue;
-            p->error = ec;
-            p->step = step;
-        }
-    };
-    // 1. The temporaries' data and inodes, for the whole batch at once: one journal commit
-    // instead of one fdatasync per file.
-    if (::syncfs(dir_fd_) != 0) fail_all(last_error(), "sync data");
-    // 2. Publish: the sidecar first, so that whoever sees the .eml finds its envelope.
+std::error_code OutboxWriter::sync() {
+    // One flush of the whole file system instead of one fdatasync per file: the data and
+    // inodes of every temporary written so far, and every rename done so far.
+    if (::syncfs(dir_fd_) != 0) return last_error();
+    return {};
+}
+
+void OutboxWriter::publish(const std::vector<Pending*>& batch) {
+    // The sidecar first, so that whoever sees the .eml finds its envelope.
     for (Pending* p : batch) {
         if (p->error) continue;
         if (auto ec = rename_new(dir_fd_, p->tmp_json, p->json)) {
@@ -158,23 +151,47 @@ void OutboxWriter::commit(const std::vector<Pending*>& prepared) {
             ::unlinkat(dir_fd_, p->json.c_str(), 0);
             p->error = ec2;
             p->step = "rename message";
+        } else {
+            p->published = true;
+            continue;
         }
-    }
-    // 3. The new names. If this fails the files may not survive a crash: take them back, the
-    // client is told 451 and retries, rather than risk losing a message we acknowledged.
-    if (::fsync(dir_fd_) != 0) {
-        std::error_code ec = last_error();
-        for (Pending* p : batch) {
-            if (p->error) continue;
-            ::unlinkat(dir_fd_, p->eml.c_str(), 0);
-            ::unlinkat(dir_fd_, p->json.c_str(), 0);
-        }
-        fail_all(ec, "sync directory");
-    }
-    for (Pending* p : batch) {
-        if (!p->error) continue;
         ::unlinkat(dir_fd_, p->tmp_eml.c_str(), 0);
         ::unlinkat(dir_fd_, p->tmp_json.c_str(), 0);
+    }
+}
+
+void OutboxWriter::abandon(Pending& p, std::error_code ec, const char* step) {
+    if (p.published) {
+        ::unlinkat(dir_fd_, p.eml.c_str(), 0);
+        ::unlinkat(dir_fd_, p.json.c_str(), 0);
+    } else {
+        ::unlinkat(dir_fd_, p.tmp_eml.c_str(), 0);
+        ::unlinkat(dir_fd_, p.tmp_json.c_str(), 0);
+    }
+    p.published = false;
+    p.error = ec;
+    p.step = step;
+}
+
+void OutboxWriter::commit(const std::vector<Pending*>& prepared) {
+    // Entries that failed in prepare() own no files here: leave them alone.
+    std::vector<Pending*> batch;
+    for (Pending* p : prepared) {
+        if (!p->error) batch.push_back(p);
+    }
+    // 1. The temporaries' data, before any of them gets its name.
+    if (auto ec = sync()) {
+        for (Pending* p : batch) abandon(*p, ec, "sync data");
+        return;
+    }
+    // 2. The names.
+    publish(batch);
+    // 3. The names on disk. If this fails the files may not survive a crash: take them back,
+    // the client is told 451 and retries, rather than risk losing a message acknowledged.
+    if (auto ec = sync()) {
+        for (Pending* p : batch) {
+            if (p->published) abandon(*p, ec, "sync directory");
+        }
     }
 }
 
