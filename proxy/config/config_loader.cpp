@@ -137,6 +137,11 @@ class Walker {
         if (!node) return false;
         std::optional<std::chrono::milliseconds> d;
         if (node->is_string()) d = parse_duration(node->as_string()->get());
+        constexpr auto kMaxDuration = std::chrono::hours(24 * 365);
+        if (d && *d > kMaxDuration) {
+            error(node->source(), join(path, key), "must be at most 365d");
+            return false;
+        }
         if (!d || d->count() == 0) {
             error(node->source(), join(path, key),
                   "expected a duration with a unit, such as \"30s\", \"5m\", \"1h\" or \"500ms\"");
@@ -309,6 +314,15 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                "below the 10 minutes RFC 5321 4.5.3.2.6 recommends");
     }
     w.get_uint(t, "max_errors", path, l.max_errors, 1, 100000);
+    if (l.delivery == DeliveryMode::kPassthrough && t.get("delivery")) {
+        w.warn(t.get("delivery")->source(), path + ".delivery",
+               "passthrough needs an upstream route; this version stores into the outbox "
+               "before replying, as queue does");
+    }
+    if (l.relay == RelayPolicy::kAuthenticated && t.get("relay")) {
+        w.warn(t.get("relay")->source(), path + ".relay",
+               "AUTH is not implemented yet: every MAIL on this listener gets 530 5.7.0");
+    }
     w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
                                         {{"reject", smtp::BareLineEndPolicy::kReject},
                                          {"normalize", smtp::BareLineEndPolicy::kNormalize}});

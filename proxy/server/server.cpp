@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <filesystem>
 #include <functional>
+#include <cstring>
 #include <map>
 #include <thread>
 
@@ -36,6 +37,26 @@ constexpr auto kForcedExitWait = std::chrono::seconds(5);
 // How often each I/O thread looks for reads and writes past their deadline: timeouts fire at
 // most this late, and no timer is armed per operation.
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
+
+// From the socket's own bytes, not text: a link-local client ("fe80::1%eth0") has a scope.
+config::IpAddress to_ip_address(const asio::ip::address& address) {
+    config::IpAddress ip;
+    auto set_v4 = [&](const asio::ip::address_v4& v4) {
+        auto b = v4.to_bytes();
+        ip.v4 = true;
+        ip.bytes[10] = ip.bytes[11] = 0xff;
+        std::memcpy(ip.bytes.data() + 12, b.data(), 4);
+    };
+    if (address.is_v4()) {
+        set_v4(address.to_v4());
+    } else if (address.to_v6().is_v4_mapped()) {
+        set_v4(asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()));
+    } else {
+        auto b = address.to_v6().to_bytes();
+        std::memcpy(ip.bytes.data(), b.data(), 16);
+    }
+    return ip;
+}
 
 }  // namespace
 
@@ -117,8 +138,8 @@ asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
         socket.set_option(tcp::no_delay(true), ignored);
         auto remote = socket.remote_endpoint(ignored);
         if (ignored) continue;  // already gone
-        auto client = config::IpAddress::parse(remote.address().to_string());
-        if (!client) continue;
+        const config::IpAddress client_address = to_ip_address(remote.address());
+        const config::IpAddress* client = &client_address;
         auto admission = listener.limits.acquire(*client);
         if (admission != ConnectionLimits::Admission::kAdmitted) {
             bool per_ip = admission == ConnectionLimits::Admission::kTooManyFromAddress;
@@ -180,7 +201,7 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
     asio::steady_timer tick(co_await asio::this_coro::executor);
     while (active_sessions.load() > 0) {
         auto now = std::chrono::steady_clock::now();
-        if (now >= grace_end) force_close(0);
+        if (now >= grace_end) force_close(0);  // 0: the grace period ran out
         // Sessions stuck in a write get this long after being told, then the process exits.
         if (forced && now >= forced_at + kForcedExitWait) break;
         tick.expires_after(std::chrono::milliseconds(20));
@@ -296,6 +317,11 @@ int Server::run() {
         main_ctx.run();
     }
     for (auto& t : threads) t.join();
+    // Finish the storage threads while everything their results refer to still exists: a
+    // session given up by a forced shutdown may still be waiting for its store(); its result
+    // is then queued into the stopped I/O context and destroyed with it.
+    s.route_targets.clear();
+    s.outboxes.clear();
     return 0;
 }
 

@@ -53,6 +53,9 @@ bool ends_group(Verb verb) {
 }
 
 // Gives back the memory of a large buffer (an idle session stays small).
+constexpr auto kLingerTime = std::chrono::seconds(2);  // see close_connection()
+constexpr size_t kLingerBytes = 1024 * 1024;
+
 void release_if_large(std::string& s) {
     if (s.capacity() > kKeepCapacity) std::string().swap(s);
 }
@@ -129,6 +132,7 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
             continue;  // woken by shutdown: the loop head decides
         }
         end_reason_ = (ec == asio::error::eof) ? "client closed" : ec.message();
+        peer_closed_ = true;
         co_return ReadOutcome::kClosed;
     }
 }
@@ -141,8 +145,10 @@ asio::awaitable<bool> Session::flush() {
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);
     io_ = Io::kNone;
     out_.clear();
+    release_if_large(out_);
     if (!ec) co_return true;
     end_reason_ = timed_out_ ? "write timeout" : "write failed";
+    io_failed_ = true;
     closing_ = true;
     co_return false;
 }
@@ -157,7 +163,8 @@ void Session::reply(const smtp::Reply& r, bool counts_as_error) {
             {{"conn", id_},
              {"client", client_text_},
              {"cmd", smtp::verb_name(current_verb_)},
-             {"arg", line_},
+             // AUTH carries credentials: never logged.
+             {"arg", current_verb_ == Verb::kAuth ? std::string("(not logged)") : line_},
              {"reply", text}});
     }
     if (r.code == 421) {
@@ -203,8 +210,7 @@ asio::awaitable<void> Session::run() {
         if (outcome != ReadOutcome::kData && !handle_read_failure(outcome)) break;
     }
     if (!out_.empty()) co_await flush();
-    boost::system::error_code ignored;
-    socket_.close(ignored);
+    co_await close_connection();
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     log(LogLevel::kInfo, "disconnect",
@@ -215,6 +221,30 @@ asio::awaitable<void> Session::run() {
          {"messages", messages_},
          {"errors", errors_},
          {"duration_ms", static_cast<int64_t>(elapsed.count())}});
+}
+
+asio::awaitable<void> Session::close_connection() {
+    boost::system::error_code ignored;
+    // When postern ends the session while the client may still be sending (421 for errors,
+    // timeouts or shutdown, a lost BDAT framing), closing with unread input would reset the
+    // connection and could destroy the last replies in flight (RFC 1122 4.2.2.13). So: send
+    // FIN, read and drop what still comes for a short while, then close.
+    const bool client_done = peer_closed_ || io_failed_ || (end_reason_ == "quit" && in_.empty());
+    if (!client_done) {
+        socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        deadline_ = std::chrono::steady_clock::now() + kLingerTime;
+        size_t dropped = 0;
+        while (dropped < kLingerBytes && !force_stop_) {
+            timed_out_ = false;
+            io_ = Io::kReading;
+            auto [ec, n] = co_await socket_.async_read_some(
+                asio::buffer(in_.prepare(kCommandChunk), kCommandChunk), kUseTuple);
+            io_ = Io::kNone;
+            if (ec) break;
+            dropped += n;
+        }
+    }
+    socket_.close(ignored);
 }
 
 bool Session::handle_read_failure(ReadOutcome outcome) {
@@ -337,8 +367,11 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
 
 void Session::on_helo(std::string_view args, bool extended) {
     while (!args.empty() && args.back() == ' ') args.remove_suffix(1);  // tolerated, as Postfix
-    if (args.empty() ||
-        !(smtp::is_valid_domain(args, false) || smtp::is_valid_address_literal(args))) {
+    // A bare IPv4 address is not RFC 5321 syntax but common in the wild (Postfix accepts it).
+    const bool bare_ip = config::IpAddress::parse(args).has_value() &&
+                         args.find(':') == std::string_view::npos;
+    if (args.empty() || !(smtp::is_valid_domain(args, false) ||
+                          smtp::is_valid_address_literal(args) || bare_ip)) {
         reply(replies::kHeloSyntax);
         return;
     }
@@ -360,7 +393,6 @@ void Session::on_helo(std::string_view args, bool extended) {
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
         "CHUNKING",
-        "DSN",
     };
     smtp::append_multiline(out_, 250, lines);
 }
@@ -375,7 +407,7 @@ void Session::on_mail(std::string_view args) {
     if (ctx_.listener.relay == config::RelayPolicy::kAuthenticated) {
         return reply(replies::kAuthRequired);
     }
-    auto parsed = smtp::parse_mail_from(args, ctx_.listener.max_message_size);
+    auto parsed = smtp::parse_mail_from(args, ctx_.listener.max_message_size, esmtp_);
     if (parsed.error) return reply(*parsed.error);
     transaction_.active = true;
     transaction_.mail = std::move(parsed.value);
@@ -390,7 +422,7 @@ void Session::on_rcpt(std::string_view args) {
     if (relay_needs_trust(ctx_.listener.relay) && !trusted_) {
         return reply(replies::kRelayDenied);
     }
-    auto parsed = smtp::parse_rcpt_to(args, transaction_.mail.params.smtputf8);
+    auto parsed = smtp::parse_rcpt_to(args, transaction_.mail.params.smtputf8, esmtp_);
     if (parsed.error) return reply(*parsed.error);
     if (transaction_.recipients.size() >= ctx_.listener.max_recipients) {
         // Not a client error: RFC 5321 4.5.3.1.10 expects the client to send the rest later.
@@ -449,7 +481,9 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
     }
 
     std::optional<smtp::Reply> error;
-    if (!transaction_.active) {
+    if (!esmtp_) {
+        error = replies::kBdatNeedsEhlo;  // CHUNKING is advertised to EHLO only (RFC 3030 2)
+    } else if (!transaction_.active) {
         error = replies::kNeedMail;
     } else if (transaction_.recipients.empty()) {
         error = replies::kNeedRcpt;
@@ -541,7 +575,7 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader::Flag
              {"target", ctx_.outbox.dir()},
              {"step", stored.step},
              {"error", stored.error.message()}});
-        reply(replies::kStorageFailed);
+        reply(replies::kStorageFailed, false);  // our failure, not the client's
     } else {
         ++messages_;
         errors_ = 0;  // as Postfix: max_errors counts errors since the last delivered message

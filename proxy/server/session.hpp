@@ -99,6 +99,7 @@ class Session {
     // Ends the session on a read that brought no data; returns false when it did.
     bool handle_read_failure(ReadOutcome outcome);
 
+    asio::awaitable<void> close_connection();
     void reply(const smtp::Reply& r, bool counts_as_error = true);
     void reset_transaction();
     bool stop_now() const { return force_stop_ || (draining_ && !transaction_.active); }
@@ -133,6 +134,8 @@ class Session {
     uint64_t lines_ = 0;  // complete lines judged, well formed or not
     unsigned messages_ = 0;
     bool closing_ = false;
+    bool peer_closed_ = false;  // the client closed or reset the connection
+    bool io_failed_ = false;    // a write failed or timed out
     Io io_ = Io::kNone;
     std::chrono::steady_clock::time_point deadline_;
     bool timed_out_ = false;

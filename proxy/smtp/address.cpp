@@ -147,6 +147,17 @@ bool is_domain_or_literal(std::string_view s) {
     return is_valid_domain(s, true);
 }
 
+// The first `c` that is not inside an address literal "[...]" (whose IPv6 form holds colons).
+size_t find_outside_brackets(std::string_view s, char c) {
+    bool in_literal = false;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '[') in_literal = true;
+        if (s[i] == ']') in_literal = false;
+        if (s[i] == c && !in_literal) return i;
+    }
+    return std::string_view::npos;
+}
+
 bool iequals_postmaster(std::string_view s) {
     constexpr std::string_view kPostmaster = "postmaster";
     if (s.size() != kPostmaster.size()) return false;
@@ -182,7 +193,12 @@ bool is_valid_domain(std::string_view domain, bool utf8) {
         size_t dot = domain.find('.', start);
         std::string_view label = domain.substr(start, dot - start);
         if (!is_ldh_label(label, utf8)) return false;
-        if (dot == std::string_view::npos) return true;
+        if (dot == std::string_view::npos) {
+            // An all-numeric last label is an IP address written without brackets, never a
+            // top-level domain (RFC 3696 2): "1.2.3.999" is refused, "[1.2.3.4]" is the way.
+            return domain.find('.') == std::string_view::npos ||
+                   label.find_first_not_of("0123456789") != std::string_view::npos;
+        }
         start = dot + 1;
     }
 }
@@ -191,21 +207,13 @@ bool is_valid_address_literal(std::string_view literal) {
     if (literal.size() < 3 || literal.front() != '[' || literal.back() != ']') return false;
     std::string inner(literal.substr(1, literal.size() - 2));
     unsigned char buf[16];
-    if (inner.rfind("IPv6:", 0) == 0 || inner.rfind("ipv6:", 0) == 0) {
+    // The tag is case-insensitive; "IPv6" is the only one registered (RFC 5321 4.1.3), so any
+    // other General-address-literal names nothing postern could deliver to.
+    if (inner.size() > 5 && (inner[0] | 0x20) == 'i' && (inner[1] | 0x20) == 'p' &&
+        (inner[2] | 0x20) == 'v' && inner[3] == '6' && inner[4] == ':') {
         return inet_pton(AF_INET6, inner.c_str() + 5, buf) == 1;
     }
-    if (!inner.empty() && is_digit(static_cast<unsigned char>(inner[0]))) {
-        return inet_pton(AF_INET, inner.c_str(), buf) == 1;
-    }
-    // General-address-literal: Standardized-tag ":" 1*dcontent (RFC 5321 4.1.3).
-    size_t colon = inner.find(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == inner.size()) return false;
-    if (!is_ldh_label(std::string_view(inner).substr(0, colon), false)) return false;
-    for (size_t i = colon + 1; i < inner.size(); ++i) {
-        auto c = static_cast<unsigned char>(inner[i]);
-        if (c < 33 || c > 126 || c == '[' || c == ']' || c == '\\') return false;
-    }
-    return true;
+    return inet_pton(AF_INET, inner.c_str(), buf) == 1;
 }
 
 PathParse parse_path(std::string_view input, PathOptions options) {
@@ -246,7 +254,7 @@ PathParse parse_path(std::string_view input, PathOptions options) {
     // A-d-l ":" : accepted and ignored (RFC 5321 4.1.2 and appendix C). The mailbox after it
     // is what is relayed, so a route can never redirect mail.
     if (inner.front() == '@') {
-        size_t colon = inner.find(':');
+        size_t colon = find_outside_brackets(inner, ':');
         if (colon == std::string_view::npos) return fail(AddressError::kSyntax);
         std::string_view adl = inner.substr(0, colon);
         size_t start = 0;

@@ -51,10 +51,12 @@ struct PathOptions {
 PathParse parse_path(std::string_view input, PathOptions options);
 
 // True for a syntactically valid Domain (RFC 5321 4.1.2, with RFC 6531 U-labels when
-// utf8 is set). Underscores are accepted in labels, as real clients send them in EHLO.
+// utf8 is set). Underscores are accepted in labels, as real clients send them in EHLO. A name of
+// several labels whose last one is all digits is refused (an address without brackets).
 bool is_valid_domain(std::string_view domain, bool utf8);
 
-// True for "[IPv4]", "[IPv6:...]" or a General-address-literal "[tag:content]".
+// True for "[IPv4]" or "[IPv6:...]" (tag in any case). Other General-address-literal tags are
+// refused: none is registered besides IPv6 (RFC 5321 4.1.3).
 bool is_valid_address_literal(std::string_view literal);
 
 // True when text is well-formed UTF-8 (RFC 3629: no overlongs, surrogates or > U+10FFFF).

@@ -117,11 +117,12 @@ std::optional<Reply> split_command(std::string_view args, std::string_view prefi
 
 }  // namespace
 
-Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size) {
+Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size, bool extended) {
     Parsed<MailFrom> result;
     Address& sender = result.value.sender;
     std::vector<Param> params;
     result.error = split_command(args, "FROM:", {.allow_null = true}, true, sender, params);
+    if (!result.error && !extended && !params.empty()) result.error = replies::kParamsNeedEhlo;
     if (result.error) return result;
     MailParams& mp = result.value.params;
     for (const Param& p : params) {
@@ -179,11 +180,12 @@ Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size) {
     return result;
 }
 
-Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8) {
+Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8, bool extended) {
     Parsed<RcptTo> result;
     Address& recipient = result.value.recipient;
     std::vector<Param> params;
     result.error = split_command(args, "TO:", {.allow_postmaster = true}, false, recipient, params);
+    if (!result.error && !extended && !params.empty()) result.error = replies::kParamsNeedEhlo;
     if (result.error) return result;
     RcptParams& rp = result.value.params;
     for (const Param& p : params) {

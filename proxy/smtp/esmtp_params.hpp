@@ -58,10 +58,11 @@ struct Parsed {
 
 // args is what follows "MAIL ": "FROM:<path> [params]". max_size is the SIZE this listener
 // advertises: a declared SIZE above it gets 552 5.3.4 at once (RFC 1870 6.1).
-Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size);
+// `extended` is false after HELO: then no parameter is allowed (RFC 5321 4.1.1.11, RFC 1869).
+Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size, bool extended = true);
 
 // args is what follows "RCPT ": "TO:<path> [params]". smtputf8 tells whether MAIL carried the
 // SMTPUTF8 parameter, without which a non-ASCII address gets 553 5.6.7 (RFC 6531 3.4).
-Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8);
+Parsed<RcptTo> parse_rcpt_to(std::string_view args, bool smtputf8, bool extended = true);
 
 }  // namespace postern::smtp

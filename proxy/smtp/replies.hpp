@@ -41,6 +41,8 @@ inline const Reply kUtf8NeedsSmtputf8{553, "5.6.7",
 inline const Reply kBadParameterSyntax{501, "5.5.4", "Malformed ESMTP parameter"};
 inline const Reply kDuplicateParameter{501, "5.5.4", "Duplicate ESMTP parameter"};
 inline const Reply kUnknownParameter{555, "5.5.4", "Unsupported ESMTP parameter"};
+inline const Reply kParamsNeedEhlo{555, "5.5.4", "ESMTP parameters require EHLO"};
+inline const Reply kBdatNeedsEhlo{503, "5.5.1", "Error: BDAT requires EHLO"};
 inline const Reply kBadSize{501, "5.5.4", "Bad SIZE parameter"};
 inline const Reply kBadBody{501, "5.5.4", "Bad BODY parameter: use 7BIT or 8BITMIME"};
 inline const Reply kBadSmtputf8{501, "5.5.4", "SMTPUTF8 takes no value"};

@@ -87,14 +87,21 @@ OutboxWriter::OutboxWriter(std::string dir) : dir_(std::move(dir)) {
         throw std::system_error(lock_error,
                                 "outbox directory " + dir_ + " is in use by another writer");
     }
-    // Find out now, not at the first message, that the directory cannot be written.
+    // Find out now, not at the first message, that the directory cannot be written or that
+    // the file system lacks what commit() needs (renameat2 with RENAME_NOREPLACE, syncfs).
     const std::string probe = std::string(kTempPrefix) + "probe";
+    const std::string probe_renamed = std::string(kTempPrefix) + "probe-renamed";
     ::unlinkat(dir_fd_, probe.c_str(), 0);
-    if (auto probe_error = write_file(dir_fd_, probe, {"probe"})) {
+    ::unlinkat(dir_fd_, probe_renamed.c_str(), 0);
+    std::error_code probe_error = write_file(dir_fd_, probe, {"probe"});
+    if (!probe_error) probe_error = rename_new(dir_fd_, probe, probe_renamed);
+    if (!probe_error) probe_error = sync();
+    ::unlinkat(dir_fd_, probe.c_str(), 0);
+    ::unlinkat(dir_fd_, probe_renamed.c_str(), 0);
+    if (probe_error) {
         ::close(dir_fd_);
         throw std::system_error(probe_error, "cannot write into outbox directory " + dir_);
     }
-    ::unlinkat(dir_fd_, probe.c_str(), 0);
 }
 
 OutboxWriter::~OutboxWriter() {

@@ -105,7 +105,9 @@ class ShutdownTest(unittest.TestCase):
         self.assertTrue(c.closed())
         rc, waited = self.wait_exit(p, 5)
         self.assertEqual(rc, 0, p.log())
-        self.assertLess(waited, 2.0)  # did not wait for the end of the 5 s grace
+        # Did not wait for the end of the 5 s grace (at most the 2 s postern reads on after its
+        # 421, as this client keeps its socket open).
+        self.assertLess(waited, 4.0)
         self.assertNotIn("event=shutdown_forced", p.log())
         self.assertEqual(len(p.messages()), 1)
 

@@ -161,7 +161,10 @@ outbox = "/srv/outbox"
 outbox = "out"
 )");
     ASSERT_TRUE(r.ok()) << dump(r);
-    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    // The only remark: passthrough cannot pass through anything yet.
+    ASSERT_EQ(r.issues.size(), 1u) << dump(r);
+    EXPECT_TRUE(r.issues[0].warning);
+    EXPECT_EQ(r.issues[0].key, "listener[0].delivery");
     const Config& c = r.config;
     EXPECT_EQ(c.server.hostname, "mx.example.com");
     EXPECT_EQ(c.server.threads, 4u);
@@ -519,6 +522,31 @@ TEST(ConfigLoader, CommandTimeoutBelowFiveMinutesIsAWarning) {
     EXPECT_NE(i.to_string().find("test.toml:3:"), std::string::npos);
     EXPECT_NE(i.to_string().find("warning: "), std::string::npos) << i.to_string();
     EXPECT_EQ(r.config.listeners.at(0).command_timeout, 30s) << "the value is still used";
+}
+
+TEST(ConfigLoader, UnimplementedChoicesWarn) {
+    auto r = load(R"(
+[[listener]]
+address = "127.0.0.1:2525"
+relay = "authenticated"
+[route.default]
+outbox = "out"
+)");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    ASSERT_EQ(r.issues.size(), 1u) << dump(r);
+    EXPECT_EQ(r.issues[0].key, "listener[0].relay");
+    EXPECT_NE(r.issues[0].message.find("530"), std::string::npos);
+}
+
+TEST(ConfigLoader, DurationsAreCapped) {
+    auto r = load(R"(
+[[listener]]
+address = "127.0.0.1:2525"
+command_timeout = "400d"
+[route.default]
+outbox = "out"
+)");
+    expect_error(r, "listener[0].command_timeout", 4, "at most 365d");
 }
 
 TEST(ConfigLoader, OtherWarnings) {

@@ -206,10 +206,23 @@ TEST(ParsePath, Ipv6Literal) {
     EXPECT_EQ(r.address.domain, "[IPv6:2001:db8::1]");
 }
 
-TEST(ParsePath, GeneralAddressLiteral) {
-    PathParse r = parse("<user@[x-tag:some-content]>");
+TEST(ParsePath, UnregisteredGeneralAddressLiteralIsRefused) {
+    // Only the IPv6 tag is registered (RFC 5321 4.1.3): no other literal names a destination.
+    EXPECT_EQ(parse("<user@[x-tag:some-content]>").error, AddressError::kSyntax);
+}
+
+TEST(ParsePath, SourceRouteWithIpv6Literal) {
+    // The colons of an IPv6 literal are not the end of the route.
+    PathParse r = parse("<@[IPv6:::1],@b.example:user@c.example>");
     ASSERT_EQ(r.error, AddressError::kNone);
-    EXPECT_EQ(r.address.domain, "[x-tag:some-content]");
+    EXPECT_TRUE(r.address.had_route);
+    EXPECT_EQ(r.address.mailbox(), "user@c.example");
+}
+
+TEST(ParsePath, AllNumericTopLevelLabelIsRefused) {
+    EXPECT_EQ(parse("<user@1.2.3.999>").error, AddressError::kSyntax);
+    EXPECT_EQ(parse("<user@1.2.3.4>").error, AddressError::kSyntax);
+    EXPECT_EQ(parse("<user@123.example>").error, AddressError::kNone);
 }
 
 TEST(ParsePath, BadAddressLiterals) {
@@ -231,8 +244,8 @@ TEST(IsValidAddressLiteral, Accepts) {
     EXPECT_TRUE(is_valid_address_literal("[IPv6:::]"));
     EXPECT_TRUE(is_valid_address_literal("[IPv6:2001:db8::ff00:42:8329]"));
     EXPECT_TRUE(is_valid_address_literal("[IPv6:::ffff:192.0.2.1]"));
-    EXPECT_TRUE(is_valid_address_literal("[tag:content]"));
-    EXPECT_TRUE(is_valid_address_literal("[x-foo:a!b~c]"));
+    EXPECT_TRUE(is_valid_address_literal("[ipv6:::1]"));
+    EXPECT_TRUE(is_valid_address_literal("[IPV6:::1]"));
 }
 
 TEST(IsValidAddressLiteral, Rejects) {
@@ -256,6 +269,8 @@ TEST(IsValidAddressLiteral, Rejects) {
     EXPECT_FALSE(is_valid_address_literal("[tag]"));       // no colon
     EXPECT_FALSE(is_valid_address_literal("[-tag:x]"));    // tag is an Ldh-str
     EXPECT_FALSE(is_valid_address_literal("[tag:a b]"));   // space is not dcontent
+    EXPECT_FALSE(is_valid_address_literal("[tag:content]"));  // unregistered tag
+    EXPECT_FALSE(is_valid_address_literal("[IPV6:zz:yy]"));
     EXPECT_FALSE(is_valid_address_literal("[tag:a[b]"));   // "[" is not dcontent
     EXPECT_FALSE(is_valid_address_literal("[tag:a\\b]"));  // "\" is not dcontent
     EXPECT_FALSE(is_valid_address_literal("[tag:a]b]"));   // "]" is not dcontent
