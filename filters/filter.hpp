@@ -38,6 +38,7 @@ struct ConnectionView {
     std::string client_ip;
     std::string listener;
     std::string helo;
+    std::string auth_user;  // empty when not authenticated
 };
 
 struct TransactionView {
@@ -45,15 +46,22 @@ struct TransactionView {
     std::string mail_from;
 };
 
-// One filter instance serves many sessions concurrently; implementations keep no per-session
-// state of their own (that belongs on the transaction).
+// One filter instance serves many sessions concurrently, from several I/O threads: it keeps no
+// per-session state of its own (that belongs on the transaction) and guards any shared state.
+//
+// Lifetime: the views passed by reference stay valid until the returned awaitable completes;
+// the caller keeps them alive across every co_await of the hook. A hook that throws is a failed
+// filter: the chain applies the filter's on_error policy (tempfail by default), never "continue".
 class Filter {
-  public:
+public:
     virtual ~Filter() = default;
+
+    // Decision hooks, one per SMTP stage; the default continues.
     virtual boost::asio::awaitable<Verdict> on_connect(const ConnectionView&) {
         co_return Verdict{};
     }
     virtual boost::asio::awaitable<Verdict> on_helo(const ConnectionView&) { co_return Verdict{}; }
+    virtual boost::asio::awaitable<Verdict> on_auth(const ConnectionView&) { co_return Verdict{}; }
     virtual boost::asio::awaitable<Verdict> on_mail_from(const ConnectionView&,
                                                          const TransactionView&) {
         co_return Verdict{};
@@ -63,9 +71,15 @@ class Filter {
                                                        const std::string& /*recipient*/) {
         co_return Verdict{};
     }
-    virtual boost::asio::awaitable<Verdict> on_data(const ConnectionView&, const TransactionView&) {
+    virtual boost::asio::awaitable<Verdict> on_data(const ConnectionView&,
+                                                    const TransactionView&) {
         co_return Verdict{};
     }
+
+    // Notifications: they cannot refuse anything and must not block.
+    virtual void on_queued(const ConnectionView&, const TransactionView&) {}
+    virtual void on_reset(const ConnectionView&) {}
+    virtual void on_disconnect(const ConnectionView&) {}
 };
 
 }  // namespace postern::filters
