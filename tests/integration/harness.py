@@ -105,7 +105,14 @@ class Postern:
 
     def cleanup(self):
         self.stop()
+        log = self.log()
         shutil.rmtree(self.dir, ignore_errors=True)
+        # Under `make test` the suite also runs against a sanitized build: make its reports fail
+        # the test loudly rather than hide in a deleted log.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                at = log.index(marker)
+                raise AssertionError("sanitizer report in postern's log:\n" + log[at:at + 3000])
 
     def log(self):
         try:

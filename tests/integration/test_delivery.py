@@ -11,6 +11,8 @@ from harness import QUEUED, PosternTestCase, strip_received
 
 
 class DeliveryTest(PosternTestCase):
+    # 200 clients at once from 127.0.0.1 (the default per-address cap is 50).
+    LISTENER = {"max_connections_per_ip": 500}
 
     def queued_id(self, code, text):
         self.assertEqual(code, 250, text)
@@ -137,10 +139,14 @@ class DeliveryTest(PosternTestCase):
     def test_two_hundred_concurrent_clients(self):
         before = len(self.postern.messages())
         errors = []
+        # Every client is connected and greeted before any of them sends: 200 sessions at once.
+        barrier = threading.Barrier(200, timeout=60)
 
         def send(i):
             try:
                 with smtplib.SMTP("127.0.0.1", self.postern.port, timeout=60) as s:
+                    s.ehlo("client.test")
+                    barrier.wait()
                     s.sendmail(f"c{i}@example.org", [f"r{i}@example.net"],
                                f"Subject: concurrent {i}\r\nMessage-ID: <{i}@it>\r\n\r\nx\r\n")
             except Exception as e:  # noqa: BLE001 - collected and reported below
