@@ -7,7 +7,7 @@ CONFIG     ?= config/postern.toml
 FUZZ_SECONDS ?= 30
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test unit-asan fuzz-build fuzz fuzz-smoke bench clean
+.PHONY: all deps build run test test-asan fuzz-build fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -23,7 +23,7 @@ run: build
 
 # Every test again with postern built under AddressSanitizer + UndefinedBehaviorSanitizer: the
 # unit tests, and the integration tests driving the sanitized server.
-unit-asan: deps
+test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_SANITIZE=ON \
 		-DPOSTERN_UNIT_ONLY=OFF >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
@@ -44,7 +44,7 @@ fuzz: fuzz-build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory test-asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 bench: build
