@@ -52,10 +52,10 @@ bool ends_group(Verb verb) {
     }
 }
 
-// Gives back the memory of a large buffer (an idle session stays small).
 constexpr auto kLingerTime = std::chrono::seconds(2);  // see close_connection()
 constexpr size_t kLingerBytes = 1024 * 1024;
 
+// Gives back the memory of a large buffer (an idle session stays small).
 void release_if_large(std::string& s) {
     if (s.capacity() > kKeepCapacity) std::string().swap(s);
 }
@@ -288,7 +288,9 @@ asio::awaitable<void> Session::process_buffered() {
             case smtp::CommandReader::Status::kBadLineEnd:
                 line_.assign(in_.view().substr(0, result.consumed));
                 in_.consume(result.consumed);
-                current_verb_ = Verb::kUnknown;
+                // Named only so that a malformed AUTH line is not logged either.
+                current_verb_ = smtp::parse_command(line_).verb == Verb::kAuth ? Verb::kAuth
+                                                                                : Verb::kUnknown;
                 reply(replies::kBadCommandOctets);
                 continue;
             case smtp::CommandReader::Status::kLine:

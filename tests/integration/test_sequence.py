@@ -188,9 +188,12 @@ class SequenceTest(PosternTestCase):
         c = self.connect()
         self.assertEqual(c.cmd("EHLO client.test")[0], 250)
         self.assertEqual(c.cmd("AUTH PLAIN AHVzZXIAc2VjcmV0cGFzcw==")[0], 502)
+        c.send(b"AUTH PLAIN AHVzZXIAc2VjcmV0MjI=\n")  # refused for its bare LF: not logged either
+        self.assertEqual(c.reply()[0], 500)
         c.cmd("QUIT")
         self.assertTrue(wait_for(lambda: "cmd=AUTH" in self.postern.log()))
         self.assertNotIn("AHVzZXIAc2VjcmV0cGFzcw", self.postern.log())
+        self.assertNotIn("AHVzZXIAc2VjcmV0MjI", self.postern.log())
 
     def test_ehlo_without_or_with_invalid_argument(self):
         c = self.connect()
