@@ -285,11 +285,16 @@ int Server::run() {
     }
 
     // The first SIGTERM/SIGINT drains; a second one closes every session at once.
-    asio::signal_set signals(main_ctx, SIGTERM, SIGINT);
+    // SIGHUP (reload) is not implemented yet; caught so that it does not kill the server.
+    asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal =
         [&](const boost::system::error_code& ec, int number) {
             if (ec) return;
-            if (!s.stopping) {
+            if (number == SIGHUP) {
+                log(LogLevel::kWarn, "reload_unsupported",
+                    {{"signal", number},
+                     {"detail", "SIGHUP reload is not implemented yet; restart postern"}});
+            } else if (!s.stopping) {
                 s.stopping = true;
                 asio::co_spawn(main_ctx, s.shutdown(number), asio::detached);
             } else {

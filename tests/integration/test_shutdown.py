@@ -161,5 +161,18 @@ class ShutdownTest(unittest.TestCase):
         self.assertIn("event=shutdown_forced", p.log())
 
 
+class SighupTest(unittest.TestCase):
+
+    def test_sighup_is_logged_and_ignored(self):
+        p = Postern().start()
+        self.addCleanup(p.cleanup)
+        p.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: "event=reload_unsupported" in p.log()), p.log())
+        self.assertIsNone(p.proc.poll())
+        c = p.connect()
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+
+
 if __name__ == "__main__":
     unittest.main()
