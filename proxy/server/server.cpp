@@ -123,7 +123,9 @@ asio::awaitable<void> Server::Impl::run_session(tcp::socket socket, ListenerStat
 asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
     while (true) {
         Worker& worker = *workers[next_worker++ % workers.size()];
-        auto [ec, socket] = co_await listener.acceptor.async_accept(worker.ctx, kUseTuple);
+        tcp::endpoint remote;  // filled by accept itself: no getpeername() per connection
+        auto [ec, socket] =
+            co_await listener.acceptor.async_accept(worker.ctx, remote, kUseTuple);
         if (stopping || !listener.acceptor.is_open()) co_return;
         if (ec) {
             // EMFILE and friends: wait a moment rather than spin, then go on accepting.
@@ -136,8 +138,6 @@ asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
         }
         boost::system::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        auto remote = socket.remote_endpoint(ignored);
-        if (ignored) continue;  // already gone
         const config::IpAddress client_address = to_ip_address(remote.address());
         const config::IpAddress* client = &client_address;
         auto admission = listener.limits.acquire(*client);
