@@ -1,0 +1,36 @@
+// Fuzzes the client side of the wire protocol: server replies (bounded, strict CRLF) and the
+// DATA payload encoder, whose output the strict server-side reader must always read back as
+// exactly one message.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "proxy/smtp/data_reader.hpp"
+#include "proxy/smtp/dot_stuffing.hpp"
+#include "proxy/smtp/reply_parser.hpp"
+
+using namespace postern::smtp;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    std::string_view input(reinterpret_cast<const char*>(data), size);
+
+    auto r = ReplyParser::next(input);
+    if (r.status == ReplyParser::Status::kReply) {
+        if (r.consumed == 0 || r.consumed > size) std::abort();
+        if (r.reply.lines.empty() || r.reply.lines.size() > kMaxReplyLines) std::abort();
+        if (r.reply.code < 200 || r.reply.code > 559) std::abort();
+        // Any shorter prefix of a complete reply is incomplete, never a different reply.
+        auto shorter = ReplyParser::next(input.substr(0, r.consumed - 1));
+        if (shorter.status == ReplyParser::Status::kReply) std::abort();
+    }
+
+    std::string payload;
+    append_dot_stuffed(input, payload);
+    std::string decoded;
+    DataReader reader(DataReader::Mode::kDotStuffed, BareLineEndPolicy::kReject, 1 << 24, decoded);
+    size_t used = reader.feed(payload);
+    // The whole payload is one message, ending exactly at its end, with no bare line end.
+    if (!reader.done() || used != payload.size() || reader.flags().bare_line_end) std::abort();
+    return 0;
+}
