@@ -28,9 +28,4 @@ void ConnectionLimits::release(const config::IpAddress& address) {
     --total_;
 }
 
-unsigned ConnectionLimits::active() const {
-    std::lock_guard lock(mutex_);
-    return total_;
-}
-
 }  // namespace postern::server

@@ -22,14 +22,12 @@ class ConnectionLimits {
     Admission acquire(const config::IpAddress& address);
     void release(const config::IpAddress& address);
 
-    unsigned active() const;
-
   private:
     static std::string key(const config::IpAddress& address);
 
     const unsigned max_total_;
     const unsigned max_per_address_;
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     unsigned total_ = 0;
     std::unordered_map<std::string, unsigned> per_address_;
 };

@@ -6,8 +6,8 @@ namespace postern::smtp {
 DataReader::DataReader(Mode mode, BareLineEndPolicy policy, uint64_t max_size, std::string& out)
     : mode_(mode), policy_(policy), max_size_(max_size), out_(out) {}
 
-void DataReader::emit(char c) {
-    ++size_;
+void DataReader::emit(std::string_view octets) {
+    size_ += octets.size();
     if (flags_.too_big || refused_) return;
     if (size_ > max_size_) {
         // Stop buffering at once: nothing of an oversized message is kept or stored.
@@ -16,12 +16,11 @@ void DataReader::emit(char c) {
         out_.shrink_to_fit();
         return;
     }
-    out_.push_back(c);
+    out_.append(octets);
 }
 
 void DataReader::emit_line_end() {
-    emit('\r');
-    emit('\n');
+    emit("\r\n");
     line_length_ = 0;
 }
 
@@ -47,13 +46,12 @@ void DataReader::text(unsigned char c) {
         refuse();
         return;
     }
-    if (c >= 0x80) flags_.eight_bit = true;
-    if (++line_length_ > kMaxTextLine) flags_.long_line = true;
-    emit(static_cast<char>(c));
+    const char octet = static_cast<char>(c);
+    text_run(std::string_view(&octet, 1));
 }
 
 void DataReader::text_run(std::string_view run) {
-    // As text() for each octet of a run without CR, LF or NUL.
+    // Octets without CR, LF or NUL: counted into the line and the message, then kept.
     for (unsigned char c : run) {
         if (c >= 0x80) {
             flags_.eight_bit = true;
@@ -62,15 +60,7 @@ void DataReader::text_run(std::string_view run) {
     }
     line_length_ += run.size();
     if (line_length_ > kMaxTextLine) flags_.long_line = true;
-    size_ += run.size();
-    if (flags_.too_big || refused_) return;
-    if (size_ > max_size_) {
-        flags_.too_big = true;
-        out_.clear();
-        out_.shrink_to_fit();
-        return;
-    }
-    out_.append(run);
+    emit(run);
 }
 
 size_t DataReader::feed(std::string_view input) {

@@ -58,7 +58,7 @@ class DataReader {
         kCr,              // CR inside a line, waiting for LF
     };
 
-    void emit(char c);
+    void emit(std::string_view octets);
     void emit_line_end();
     void refuse();
     void bare_line_end();

@@ -13,10 +13,6 @@ struct Reply {
     std::string enhanced;  // "2.0.0"; empty where RFC 2034 puts none (greeting, EHLO lines)
     std::string text;
 
-    bool positive() const { return code < 400; }
-    bool transient() const { return code >= 400 && code < 500; }
-    bool permanent() const { return code >= 500; }
-
     // One line "code SP [enhanced SP] text CRLF". The enhanced code is written only when the
     // client said EHLO (RFC 2034 section 3).
     void append_to(std::string& out, bool with_enhanced) const;
