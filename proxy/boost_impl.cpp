@@ -1,3 +1,4 @@
-// The compiled part of Boost.Asio, built once here (BOOST_ASIO_SEPARATE_COMPILATION) instead of
-// in every translation unit that includes Asio.
+// The compiled part of Boost.Asio and Asio SSL, built once here (BOOST_ASIO_SEPARATE_COMPILATION)
+// instead of in every translation unit that includes Asio.
 #include <boost/asio/impl/src.hpp>
+#include <boost/asio/ssl/impl/src.hpp>

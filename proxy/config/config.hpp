@@ -53,9 +53,57 @@ struct ListenerConfig {
     smtp::BareLineEndPolicy bare_lf = smtp::BareLineEndPolicy::kReject;
 };
 
+// [upstream.NAME]: a smarthost (or several, in priority order) that postern relays through.
+enum class UpstreamTls { kStarttls, kStarttlsOptional, kImplicit, kNone };
+enum class UpstreamAuth { kAuto, kPlain, kLogin };
+
+struct HostPort {
+    std::string host;  // a host name or an IP address literal, without brackets
+    uint16_t port = 0;
+    std::string to_string() const;
+};
+
+struct UpstreamConfig {
+    std::string name;
+    std::vector<HostPort> hosts;  // priority order
+    UpstreamTls tls = UpstreamTls::kStarttls;
+    bool allow_plaintext = false;  // needed for tls = "none" and for AUTH without TLS
+    bool verify_certificate = true;
+    std::string ca_file;      // empty: the system store
+    std::string server_name;  // SNI and name check; empty: the host being connected to
+    std::string client_certificate;
+    std::string client_key;
+    std::string username;  // empty: no AUTH
+    std::string password;  // read from password_file / password_env / password at load time
+    UpstreamAuth auth = UpstreamAuth::kAuto;
+    std::string helo_name;  // empty: server.hostname
+    unsigned max_connections = 20;
+    unsigned max_messages_per_connection = 100;
+    std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
+    // RFC 5321 4.5.3.2 client timeouts.
+    std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+    std::chrono::milliseconds greeting_timeout{std::chrono::minutes(5)};
+    std::chrono::milliseconds command_timeout{std::chrono::minutes(5)};  // EHLO, MAIL, RCPT...
+    std::chrono::milliseconds data_init_timeout{std::chrono::minutes(2)};
+    std::chrono::milliseconds data_block_timeout{std::chrono::minutes(3)};
+    std::chrono::milliseconds data_done_timeout{std::chrono::minutes(10)};
+    std::chrono::milliseconds host_down_time{std::chrono::seconds(30)};  // failover back-off
+};
+
 struct RouteConfig {
     std::string name;
-    std::string outbox;  // directory receiving <queueid>.eml and <queueid>.json
+    std::string outbox;    // directory receiving <queueid>.eml and <queueid>.json, or
+    std::string upstream;  // the [upstream.NAME] to relay through
+};
+
+// [[route_rule]]: the first rule whose every given condition matches picks the route; a list
+// matches when any entry does. Domains match exactly (case-insensitively) or, written
+// "*.example.com", any subdomain of example.com.
+struct RouteRule {
+    std::vector<std::string> sender_domains;
+    std::vector<std::string> recipient_domains;
+    std::vector<std::string> listeners;
+    std::string route;
 };
 
 struct Config {
@@ -64,6 +112,8 @@ struct Config {
     LogConfig log;
     std::vector<ListenerConfig> listeners;
     std::map<std::string, RouteConfig> routes;
+    std::map<std::string, UpstreamConfig> upstreams;
+    std::vector<RouteRule> route_rules;
 };
 
 }  // namespace postern::config

@@ -6,7 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -19,8 +23,7 @@ namespace {
 
 // Keys of sections that later versions of postern read (DESIGN.md); reported as unsupported
 // rather than unknown so that the message says what is going on.
-const std::set<std::string> kNotYetSupported = {"admin", "upstream", "filter", "route_rule",
-                                                "auth",  "user",     "quota"};
+const std::set<std::string> kNotYetSupported = {"admin", "filter", "auth", "user", "quota"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
@@ -216,6 +219,38 @@ std::optional<Endpoint> parse_endpoint(std::string_view text) {
     return e;
 }
 
+// "host:port" with a host name or IPv4 literal, or "[v6]:port".
+std::optional<HostPort> parse_host_port(std::string_view text) {
+    std::string_view host;
+    std::string_view port;
+    if (!text.empty() && text.front() == '[') {
+        size_t close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+            return std::nullopt;
+        }
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+        if (!IpAddress::parse(host) || host.find(':') == std::string_view::npos) {
+            return std::nullopt;
+        }
+    } else {
+        size_t colon = text.rfind(':');
+        if (colon == std::string_view::npos) return std::nullopt;
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        if (host.find(':') != std::string_view::npos) return std::nullopt;  // IPv6 needs [ ]
+        if (!IpAddress::parse(host) && !smtp::is_valid_domain(host, false)) return std::nullopt;
+    }
+    unsigned p = 0;
+    for (char c : port) {
+        if (c < '0' || c > '9') return std::nullopt;
+        p = p * 10 + static_cast<unsigned>(c - '0');
+        if (p > 65535) return std::nullopt;
+    }
+    if (port.empty() || p == 0) return std::nullopt;
+    return HostPort{std::string(host), static_cast<uint16_t>(p)};
+}
+
 std::string default_hostname() {
     char buf[HOST_NAME_MAX + 1] = {};
     if (gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
@@ -314,11 +349,6 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                "below the 10 minutes RFC 5321 4.5.3.2.6 recommends");
     }
     w.get_uint(t, "max_errors", path, l.max_errors, 1, 100000);
-    if (l.delivery == DeliveryMode::kPassthrough && t.get("delivery")) {
-        w.warn(t.get("delivery")->source(), path + ".delivery",
-               "passthrough needs an upstream route; this version stores into the outbox "
-               "before replying, as queue does");
-    }
     if (l.relay == RelayPolicy::kAuthenticated && t.get("relay")) {
         w.warn(t.get("relay")->source(), path + ".relay",
                "AUTH is not implemented yet: every MAIL on this listener gets 530 5.7.0");
@@ -330,17 +360,222 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
 
 void read_route(Walker& w, const toml::table& t, const std::string& path, RouteConfig& r) {
     w.check_keys(t, path, {"outbox", "upstream"});
-    if (t.get("upstream")) {
-        w.error(t.get("upstream")->source(), path + ".upstream",
-                "relaying through an upstream is not supported by this version of postern yet; "
-                "use outbox");
+    bool has_outbox = w.get_string(t, "outbox", path, r.outbox);
+    bool has_upstream = w.get_string(t, "upstream", path, r.upstream);
+    if (has_outbox && r.outbox.empty()) {
+        w.error(t.get("outbox")->source(), path + ".outbox", "must not be empty");
     }
-    if (w.get_string(t, "outbox", path, r.outbox)) {
-        if (r.outbox.empty())
-            w.error(t.get("outbox")->source(), path + ".outbox", "must not be empty");
+    if (has_outbox && has_upstream) {
+        w.error(t.get("upstream")->source(), path,
+                "a route has one target: outbox = \"DIR\" or upstream = \"NAME\", not both");
     } else if (!t.get("outbox") && !t.get("upstream")) {
-        w.error(t.source(), path, "a route needs a target: outbox = \"DIR\"");
+        w.error(t.source(), path,
+                "a route needs a target: outbox = \"DIR\" or upstream = \"NAME\"");
     }
+}
+
+// A string or an array of strings, each checked by `valid`.
+void get_string_list(Walker& w, const toml::table& t, std::string_view key,
+                     const std::string& path, std::vector<std::string>& out,
+                     const std::function<std::optional<std::string>(const std::string&)>& valid) {
+    const toml::node* node = t.get(key);
+    if (!node) return;
+    std::vector<const toml::node*> items;
+    if (node->is_string()) {
+        items.push_back(node);
+    } else if (const toml::array* arr = node->as_array()) {
+        for (const toml::node& item : *arr) items.push_back(&item);
+        if (arr->empty()) w.error(node->source(), Walker::join(path, key), "must not be empty");
+    } else {
+        w.error(node->source(), Walker::join(path, key), "expected a string or an array of strings");
+        return;
+    }
+    for (const toml::node* item : items) {
+        auto s = item->value<std::string>();
+        if (!s || !item->is_string()) {
+            w.error(item->source(), Walker::join(path, key), "expected a string");
+            continue;
+        }
+        if (auto problem = valid(*s)) {
+            w.error(item->source(), Walker::join(path, key), "\"" + *s + "\" " + *problem);
+            continue;
+        }
+        out.push_back(*s);
+    }
+}
+
+std::optional<std::string> check_domain_pattern(const std::string& pattern) {
+    std::string_view d = pattern;
+    if (d.substr(0, 2) == "*.") d.remove_prefix(2);
+    if (!smtp::is_valid_domain(d, true)) {
+        return "is not a domain such as \"example.com\" or \"*.example.com\"";
+    }
+    return std::nullopt;
+}
+
+void read_route_rule(Walker& w, const toml::table& t, const std::string& path, RouteRule& r) {
+    w.check_keys(t, path, {"sender_domain", "recipient_domain", "listener", "route"});
+    get_string_list(w, t, "sender_domain", path, r.sender_domains, check_domain_pattern);
+    get_string_list(w, t, "recipient_domain", path, r.recipient_domains, check_domain_pattern);
+    get_string_list(w, t, "listener", path, r.listeners,
+                    [](const std::string&) { return std::optional<std::string>(); });
+    if (!w.get_string(t, "route", path, r.route) && !t.get("route")) {
+        w.error(t.source(), path + ".route", "missing: a route_rule needs the route it selects");
+    }
+}
+
+std::string read_secret_file(const std::string& file, std::string& error) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+        error = "cannot read \"" + file + "\": " + std::strerror(errno);
+        return {};
+    }
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    if (secret.empty()) error = "\"" + file + "\" is empty";
+    return secret;
+}
+
+void read_upstream(Walker& w, const toml::table& t, const std::string& path, UpstreamConfig& u) {
+    w.check_keys(t, path,
+                 {"hosts",           "tls",
+                  "allow_plaintext", "verify_certificate",
+                  "ca_file",         "server_name",
+                  "client_certificate", "client_key",
+                  "username",        "password_file",
+                  "password_env",    "password",
+                  "auth",            "helo_name",
+                  "max_connections", "max_messages_per_connection",
+                  "idle_timeout",    "connect_timeout",
+                  "greeting_timeout", "command_timeout",
+                  "data_init_timeout", "data_block_timeout",
+                  "data_done_timeout", "host_down_time"});
+    std::vector<std::string> hosts;
+    get_string_list(w, t, "hosts", path, hosts, [&](const std::string& h) {
+        if (auto hp = parse_host_port(h)) {
+            u.hosts.push_back(*hp);
+            return std::optional<std::string>();
+        }
+        return std::optional<std::string>(
+            "is not a host and port such as \"smtp.example.com:587\", \"192.0.2.1:25\" or "
+            "\"[2001:db8::1]:25\"");
+    });
+    if (!t.get("hosts")) w.error(t.source(), path + ".hosts", "missing: list the smarthosts");
+    w.get_enum<UpstreamTls>(t, "tls", path, u.tls,
+                            {{"starttls", UpstreamTls::kStarttls},
+                             {"starttls_optional", UpstreamTls::kStarttlsOptional},
+                             {"implicit", UpstreamTls::kImplicit},
+                             {"none", UpstreamTls::kNone}});
+    if (const toml::node* n = t.get("allow_plaintext")) {
+        if (auto b = n->value<bool>(); b && n->is_boolean()) {
+            u.allow_plaintext = *b;
+        } else {
+            w.error(n->source(), path + ".allow_plaintext", "expected true or false");
+        }
+    }
+    if (const toml::node* n = t.get("verify_certificate")) {
+        if (auto b = n->value<bool>(); b && n->is_boolean()) {
+            u.verify_certificate = *b;
+            if (!*b) {
+                w.warn(n->source(), path + ".verify_certificate",
+                       "the smarthost's certificate is not checked: anyone on the path can "
+                       "read the mail and the password");
+            }
+        } else {
+            w.error(n->source(), path + ".verify_certificate", "expected true or false");
+        }
+    }
+    if (u.tls == UpstreamTls::kNone && !u.allow_plaintext) {
+        w.error(t.get("tls")->source(), path + ".tls",
+                "tls = \"none\" sends mail in plaintext: set allow_plaintext = true to mean it");
+    }
+    auto readable_file = [&](std::string_view key, std::string& out) {
+        if (!w.get_string(t, key, path, out)) return;
+        if (::access(out.c_str(), R_OK) != 0) {
+            w.error(t.get(key)->source(), Walker::join(path, key),
+                    "cannot read \"" + out + "\": " + std::strerror(errno));
+        }
+    };
+    readable_file("ca_file", u.ca_file);
+    readable_file("client_certificate", u.client_certificate);
+    readable_file("client_key", u.client_key);
+    if (u.client_certificate.empty() != u.client_key.empty()) {
+        w.error(t.source(), path + ".client_key",
+                "client_certificate and client_key go together");
+    }
+    if (w.get_string(t, "server_name", path, u.server_name) &&
+        !smtp::is_valid_domain(u.server_name, false) && !IpAddress::parse(u.server_name)) {
+        w.error(t.get("server_name")->source(), path + ".server_name",
+                "\"" + u.server_name + "\" is not a host name");
+    }
+    w.get_string(t, "username", path, u.username);
+    int password_sources = 0;
+    std::string value;
+    if (w.get_string(t, "password_file", path, value)) {
+        ++password_sources;
+        std::string problem;
+        u.password = read_secret_file(value, problem);
+        if (!problem.empty()) w.error(t.get("password_file")->source(), path + ".password_file", problem);
+    }
+    if (w.get_string(t, "password_env", path, value)) {
+        ++password_sources;
+        const char* env = std::getenv(value.c_str());
+        if (!env || !*env) {
+            w.error(t.get("password_env")->source(), path + ".password_env",
+                    "the environment variable " + value + " is not set");
+        } else {
+            u.password = env;
+        }
+    }
+    if (w.get_string(t, "password", path, u.password)) {
+        ++password_sources;
+        w.warn(t.get("password")->source(), path + ".password",
+               "a password in the configuration file: prefer password_file or password_env");
+    }
+    if (password_sources > 1) {
+        w.error(t.source(), path, "give one of password_file, password_env and password");
+    }
+    if (!u.username.empty() && password_sources == 0) {
+        w.error(t.get("username")->source(), path + ".username",
+                "a username needs password_file, password_env or password");
+    }
+    if (u.username.empty() && password_sources > 0) {
+        w.error(t.source(), path + ".username", "a password is given but no username");
+    }
+    if (u.username.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos ||
+        u.password.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
+        w.error(t.source(), path, "username and password must not contain NUL, CR or LF");
+    }
+    w.get_enum<UpstreamAuth>(
+        t, "auth", path, u.auth,
+        {{"auto", UpstreamAuth::kAuto}, {"plain", UpstreamAuth::kPlain}, {"login", UpstreamAuth::kLogin}});
+    if (w.get_string(t, "helo_name", path, u.helo_name) &&
+        !smtp::is_valid_domain(u.helo_name, false)) {
+        w.error(t.get("helo_name")->source(), path + ".helo_name",
+                "\"" + u.helo_name + "\" is not a valid host name");
+    }
+    w.get_uint(t, "max_connections", path, u.max_connections, 1, 10000);
+    w.get_uint(t, "max_messages_per_connection", path, u.max_messages_per_connection, 1, 1000000);
+    w.get_duration(t, "idle_timeout", path, u.idle_timeout);
+    w.get_duration(t, "connect_timeout", path, u.connect_timeout);
+    w.get_duration(t, "greeting_timeout", path, u.greeting_timeout);
+    w.get_duration(t, "command_timeout", path, u.command_timeout);
+    w.get_duration(t, "data_init_timeout", path, u.data_init_timeout);
+    w.get_duration(t, "data_block_timeout", path, u.data_block_timeout);
+    w.get_duration(t, "data_done_timeout", path, u.data_done_timeout);
+    w.get_duration(t, "host_down_time", path, u.host_down_time);
+}
+
+// The routes a listener's messages can take: its own and those of the rules that may apply.
+std::set<std::string> reachable_routes(const Config& c, const ListenerConfig& l) {
+    std::set<std::string> routes = {l.route};
+    for (const RouteRule& r : c.route_rules) {
+        if (r.listeners.empty() ||
+            std::find(r.listeners.begin(), r.listeners.end(), l.name) != r.listeners.end()) {
+            routes.insert(r.route);
+        }
+    }
+    return routes;
 }
 
 LoadResult walk(const toml::table& root, const std::string& name) {
@@ -356,7 +591,8 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                     "[" + k + "] is not supported by this version of postern yet (see README)");
         }
     }
-    std::vector<std::string_view> known = {"server", "log", "listener", "route"};
+    std::vector<std::string_view> known = {"server", "log", "listener", "route", "upstream",
+                                           "route_rule"};
     for (const std::string& k : kNotYetSupported) known.push_back(k);
     w.check_keys(root, "", known);
 
@@ -389,6 +625,48 @@ LoadResult walk(const toml::table& root, const std::string& name) {
         }
     }
 
+    if (const toml::table* upstreams = table_at("upstream")) {
+        for (auto&& [key, node] : *upstreams) {
+            std::string path = "upstream." + std::string(key.str());
+            if (!node.is_table()) {
+                w.error(node.source(), path, "expected a table [" + path + "]");
+                continue;
+            }
+            UpstreamConfig u;
+            u.name = std::string(key.str());
+            read_upstream(w, *node.as_table(), path, u);
+            if (u.helo_name.empty()) u.helo_name = c.server.hostname;
+            c.upstreams.emplace(u.name, u);
+        }
+    }
+    for (auto& [name, r] : c.routes) {
+        if (!r.upstream.empty() && !c.upstreams.count(r.upstream)) {
+            const toml::node* where = root.at_path("route." + name + ".upstream").node();
+            w.error(where ? where->source() : root.source(), "route." + name + ".upstream",
+                    "unknown upstream \"" + r.upstream + "\": define it as [upstream." +
+                        r.upstream + "]");
+        }
+    }
+    if (const toml::node* rules = root.get("route_rule")) {
+        if (!rules->is_array_of_tables()) {
+            w.error(rules->source(), "route_rule", "expected [[route_rule]] tables");
+        } else {
+            size_t index = 0;
+            for (const toml::node& node : *rules->as_array()) {
+                std::string path = "route_rule[" + std::to_string(index++) + "]";
+                RouteRule r;
+                const toml::table& t = *node.as_table();
+                read_route_rule(w, t, path, r);
+                if (!r.route.empty() && !c.routes.count(r.route)) {
+                    w.error(t.get("route")->source(), path + ".route",
+                            "unknown route \"" + r.route + "\": define it as [route." + r.route +
+                                "]");
+                }
+                c.route_rules.push_back(std::move(r));
+            }
+        }
+    }
+
     const toml::node* listeners = root.get("listener");
     if (!listeners) {
         w.error(root.source(), "listener", "no [[listener]]: postern needs at least one");
@@ -418,6 +696,31 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                 w.error(where ? where->source() : t.source(), path + ".route",
                         "unknown route \"" + l.route + "\": define it as [route." + l.route + "]");
             }
+            for (const std::string& route : reachable_routes(c, l)) {
+                auto it = c.routes.find(route);
+                if (it == c.routes.end() || it->second.upstream.empty()) continue;
+                if (l.delivery == DeliveryMode::kQueue) {
+                    const toml::node* where = t.get("delivery");
+                    w.error(where ? where->source() : t.source(), path + ".delivery",
+                            "route \"" + route + "\" relays through upstream \"" +
+                                it->second.upstream +
+                                "\", which needs the durable queue (not in this version yet): "
+                                "set delivery = \"passthrough\" or use an outbox route");
+                    break;
+                }
+            }
+            if (l.delivery == DeliveryMode::kPassthrough && t.get("delivery")) {
+                bool any_outbox = false;
+                for (const std::string& route : reachable_routes(c, l)) {
+                    auto it = c.routes.find(route);
+                    any_outbox = any_outbox || (it != c.routes.end() && !it->second.outbox.empty());
+                }
+                if (any_outbox) {
+                    w.warn(t.get("delivery")->source(), path + ".delivery",
+                           "passthrough into an outbox route stores the message before "
+                           "replying, as queue does");
+                }
+            }
             c.listeners.push_back(std::move(l));
             ++index;
         }
@@ -435,6 +738,11 @@ LoadResult walk(const toml::table& root, const std::string& name) {
 }
 
 }  // namespace
+
+std::string HostPort::to_string() const {
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+}
 
 std::string Endpoint::to_string() const {
     if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);

@@ -62,14 +62,16 @@ config::IpAddress to_ip_address(const asio::ip::address& address) {
 
 struct Worker {
     SessionRegistry registry;  // declared first: sessions still in `ctx` unregister on destruction
+    upstream::PoolSet pools;   // likewise: leases still in `ctx` go back to their pool
     asio::io_context ctx{1};
 };
 
 struct ListenerState {
     ListenerState(const config::Config& config, const config::ListenerConfig& listener,
-                  queue::QueueIdGenerator& ids, upstream::Outbox& outbox, asio::io_context& io)
+                  queue::QueueIdGenerator& ids, const upstream::RouteTable& routes,
+                  const std::map<std::string, upstream::Outbox*>& outboxes, asio::io_context& io)
         : limits(listener.max_connections, listener.max_connections_per_ip),
-          context{config, listener, ids, outbox, limits},
+          context{config, listener, ids, routes, outboxes, limits},
           acceptor(io) {}
     ConnectionLimits limits;
     ListenerContext context;
@@ -77,7 +79,7 @@ struct ListenerState {
 };
 
 struct Server::Impl {
-    explicit Impl(const config::Config& c) : config(c) {}
+    explicit Impl(const config::Config& c) : config(c), routes(c) {}
 
     asio::awaitable<void> accept_loop(ListenerState& listener);
     asio::awaitable<void> run_session(tcp::socket socket, ListenerState& listener, Worker& worker,
@@ -89,9 +91,12 @@ struct Server::Impl {
 
     const config::Config& config;
     queue::QueueIdGenerator ids;
+    upstream::RouteTable routes;
     // One Outbox (one storage thread) per directory, shared by the routes that name it.
     std::map<std::string, std::unique_ptr<upstream::Outbox>> outboxes;
     std::map<std::string, upstream::Outbox*> route_targets;
+    // Per upstream: TLS context and host health, shared by the pools of every worker.
+    std::map<std::string, std::unique_ptr<upstream::UpstreamShared>> upstreams;
     std::vector<std::unique_ptr<ListenerState>> listeners;
     // Last, so destroyed first: coroutine frames left in the contexts refer to everything above.
     std::vector<std::unique_ptr<Worker>> workers;
@@ -111,7 +116,8 @@ asio::awaitable<void> Server::Impl::run_session(tcp::socket socket, ListenerStat
                                                 uint16_t port) {
     uint64_t id = next_session_id++;
     try {
-        Session session(std::move(socket), listener.context, worker.registry, id, client, port);
+        Session session(std::move(socket), listener.context, worker.registry, worker.pools, id,
+                        client, port);
         co_await session.run();
     } catch (const std::exception& e) {
         // The last catch of a session: it ends, the server goes on.
@@ -164,7 +170,10 @@ asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
 void Server::Impl::tell_sessions(bool force) {
     for (auto& w : workers) {
         Worker* worker = w.get();
-        asio::post(worker->ctx, [worker, force] { worker->registry.shutdown_all(force); });
+        asio::post(worker->ctx, [worker, force] {
+            worker->registry.shutdown_all(force);
+            worker->pools.shut_down();  // idle upstream connections say QUIT now
+        });
     }
 }
 
@@ -174,7 +183,9 @@ asio::awaitable<void> Server::Impl::sweep_deadlines(Worker& worker) {
         tick.expires_after(kSweepInterval);
         auto [ec] = co_await tick.async_wait(kUseTuple);
         if (ec) co_return;
-        worker.registry.sweep(std::chrono::steady_clock::now());
+        auto now = std::chrono::steady_clock::now();
+        worker.registry.sweep(now);
+        worker.pools.sweep(now);
     }
 }
 
@@ -231,6 +242,7 @@ int Server::run() {
 
     try {
         for (const auto& [name, route] : config.routes) {
+            if (route.outbox.empty()) continue;
             // Created first, so that "out" and "out/" resolve to one canonical name.
             std::filesystem::create_directories(route.outbox);
             std::string dir = std::filesystem::canonical(route.outbox).string();
@@ -244,14 +256,25 @@ int Server::run() {
             }
             s.route_targets[name] = outbox.get();
         }
-    } catch (const std::system_error& e) {
+        for (const auto& [name, upstream] : config.upstreams) {
+            s.upstreams[name] = std::make_unique<upstream::UpstreamShared>(upstream);
+        }
+    } catch (const std::exception& e) {
         log(LogLevel::kError, "startup_failed", {{"error", e.what()}});
         return 1;
     }
+    for (auto& w : s.workers) {
+        for (const auto& [name, shared] : s.upstreams) {
+            // The connection limit is shared out between the threads, each owning its part.
+            unsigned threads = static_cast<unsigned>(s.workers.size());
+            unsigned share = (shared->settings.config.max_connections + threads - 1) / threads;
+            w->pools.add(std::make_unique<upstream::UpstreamPool>(w->ctx, *shared, share));
+        }
+    }
 
     for (const config::ListenerConfig& lc : config.listeners) {
-        auto state = std::make_unique<ListenerState>(config, lc, s.ids,
-                                                     *s.route_targets.at(lc.route), main_ctx);
+        auto state = std::make_unique<ListenerState>(config, lc, s.ids, s.routes,
+                                                     s.route_targets, main_ctx);
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         tcp::acceptor& a = state->acceptor;
@@ -322,6 +345,8 @@ int Server::run() {
         main_ctx.run();
     }
     for (auto& t : threads) t.join();
+    // Idle upstream connections go while their I/O contexts still exist.
+    for (auto& w : s.workers) w->pools.close_idle();
     // Finish the storage threads while everything their results refer to still exists: a
     // session given up by a forced shutdown may still be waiting for its store(); its result
     // is then queued into the stopped I/O context and destroyed with it.

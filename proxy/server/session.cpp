@@ -72,11 +72,13 @@ void SessionRegistry::sweep(std::chrono::steady_clock::time_point now) {
     for (Session* s : sessions_) s->check_deadline(now);
 }
 
-Session::Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry, uint64_t id,
-                 config::IpAddress client, uint16_t client_port)
+Session::Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry,
+                 upstream::PoolSet& pools, uint64_t id, config::IpAddress client,
+                 uint16_t client_port)
     : socket_(std::move(socket)),
       ctx_(ctx),
       registry_(registry),
+      pools_(pools),
       id_(id),
       client_(client),
       client_text_(client.to_string()),
@@ -323,7 +325,7 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             on_mail(cmd.args);
             break;
         case Verb::kRcpt:
-            on_rcpt(cmd.args);
+            co_await on_rcpt(cmd.args);
             break;
         case Verb::kData:
             co_await on_data(cmd.args);
@@ -416,29 +418,125 @@ void Session::on_mail(std::string_view args) {
     reply(replies::kSenderOk);
 }
 
-void Session::on_rcpt(std::string_view args) {
-    if (!transaction_.active) return reply(replies::kNeedMail);
-    if (transaction_.bdat_started) return reply(replies::kBdatInProgress);
+asio::awaitable<void> Session::on_rcpt(std::string_view args) {
+    if (!transaction_.active) co_return reply(replies::kNeedMail);
+    if (transaction_.bdat_started) co_return reply(replies::kBdatInProgress);
     // Relay permission comes before any look at the address: an untrusted client is refused
     // for every address form, whatever the syntax (%-hack, routes, bang paths, quoting).
     if (relay_needs_trust(ctx_.listener.relay) && !trusted_) {
-        return reply(replies::kRelayDenied);
+        co_return reply(replies::kRelayDenied);
     }
     auto parsed = smtp::parse_rcpt_to(args, transaction_.mail.params.smtputf8, esmtp_);
-    if (parsed.error) return reply(*parsed.error);
+    if (parsed.error) co_return reply(*parsed.error);
     if (transaction_.recipients.size() >= ctx_.listener.max_recipients) {
         // Not a client error: RFC 5321 4.5.3.1.10 expects the client to send the rest later.
-        return reply(replies::kTooManyRecipients, false);
+        co_return reply(replies::kTooManyRecipients, false);
     }
+    const std::string& route_name = ctx_.routes.select(
+        ctx_.listener, transaction_.mail.sender.domain, parsed.value.recipient.domain);
+    const config::RouteConfig& route = ctx_.config.routes.at(route_name);
+    if (transaction_.route && transaction_.route != &route) {
+        // One transaction goes one way; the client sends the rest again (RFC 5321 4.5.3.1.10).
+        co_return reply(replies::kOtherRoute, false);
+    }
+    transaction_.route = &route;
+    ++transaction_.rcpt_attempts;
+    if (!route.upstream.empty()) co_return co_await relay_rcpt(parsed.value);
     transaction_.recipients.push_back(std::move(parsed.value));
     reply(replies::kRecipientOk);
+}
+
+void Session::relay_reply(const smtp::ServerReply& r) {
+    std::string enhanced = r.enhanced;
+    if (enhanced.empty()) enhanced = std::to_string(r.code / 100) + ".0.0";  // we advertise
+    const std::string sep = esmtp_ ? " " + enhanced + " " : " ";
+    for (size_t i = 0; i + 1 < r.lines.size(); ++i) {
+        out_ += std::to_string(r.code) + "-" + (esmtp_ ? enhanced + " " : "") + r.lines[i] + "\r\n";
+    }
+    smtp::Reply last{r.code, enhanced, r.lines.empty() ? std::string() : r.lines.back()};
+    // A refusal of the upstream's is not the client's protocol error, but a 5xx still counts
+    // toward max_errors as any refused recipient does.
+    reply(last, r.code >= 500);
+}
+
+void Session::upstream_unavailable(const std::string& reason) {
+    reply({replies::kUpstreamUnavailableCode, replies::kUpstreamUnavailableEnhanced,
+           "Upstream unavailable: " + reason + "; try again later"},
+          false);
+}
+
+asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
+    Transaction& t = transaction_;
+    if (!t.upstream_failure.empty()) co_return upstream_unavailable(t.upstream_failure);
+    upstream::ClientReply result;
+    if (!t.upstream) {
+        t.pool = pools_.find(t.route->upstream);
+        upstream::Acquired acquired = co_await t.pool->acquire();
+        if (!acquired.lease) {
+            log(LogLevel::kWarn, "relay_deferred",
+                {{"conn", id_},
+                 {"upstream", t.route->upstream},
+                 {"stage", acquired.failure.stage},
+                 {"reason", acquired.failure.reason}});
+            co_return upstream_unavailable("cannot reach " + t.route->upstream + " (" +
+                                           acquired.failure.reason + ")");
+        }
+        t.upstream = std::move(acquired.lease);
+        smtp::MailCommandInput mail{t.mail, t.mail.params.size, false};
+        upstream::TransactionStart start = co_await t.pool->begin(t.upstream, mail, rcpt);
+        if (start.failure) {
+            log(LogLevel::kWarn, "relay_deferred",
+                {{"conn", id_},
+                 {"upstream", t.route->upstream},
+                 {"host", t.upstream ? t.upstream->peer() : std::string()},
+                 {"stage", start.failure.stage},
+                 {"reason", start.failure.reason}});
+            t.upstream.release();
+            co_return upstream_unavailable(start.failure.reason);
+        }
+        if (start.mail.code < 200 || start.mail.code >= 300) {
+            // The upstream refused the sender: every recipient gets that answer, the upstream
+            // connection goes back (no transaction was opened there).
+            log(LogLevel::kInfo, "relay_sender_refused",
+                {{"conn", id_},
+                 {"upstream", t.route->upstream},
+                 {"host", t.upstream->peer()},
+                 {"from", t.mail.sender.mailbox()},
+                 {"reply", upstream::describe(start.mail)}});
+            t.upstream.release();
+            co_return relay_reply(start.mail);
+        }
+        result.reply = std::move(start.rcpt);
+    } else {
+        result = co_await t.upstream->rcpt(rcpt);
+        if (!result.ok()) {
+            t.upstream_failure = result.failure.reason;
+            log(LogLevel::kWarn, "relay_deferred",
+                {{"conn", id_},
+                 {"upstream", t.route->upstream},
+                 {"host", t.upstream->peer()},
+                 {"stage", result.failure.stage},
+                 {"reason", result.failure.reason}});
+            t.upstream.release();
+            co_return upstream_unavailable(result.failure.reason);
+        }
+    }
+    if (result.reply.code >= 200 && result.reply.code < 300) t.recipients.push_back(rcpt);
+    relay_reply(result.reply);
 }
 
 asio::awaitable<void> Session::on_data(std::string_view args) {
     if (!args.empty()) co_return reply(replies::kNoArguments);
     if (!transaction_.active) co_return reply(replies::kNeedMail);
     if (transaction_.bdat_started) co_return reply(replies::kBdatInProgress);
-    if (transaction_.recipients.empty()) co_return reply(replies::kNeedRcpt);
+    if (transaction_.recipients.empty()) {
+        co_return reply(transaction_.rcpt_attempts ? replies::kNoValidRecipients
+                                                   : replies::kNeedRcpt);
+    }
+    if (!transaction_.upstream_failure.empty()) {
+        upstream_unavailable(transaction_.upstream_failure);
+        co_return reset_transaction();
+    }
     reply(replies::kStartData);
     if (!co_await flush()) co_return;
 
@@ -488,7 +586,7 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
     } else if (!transaction_.active) {
         error = replies::kNeedMail;
     } else if (transaction_.recipients.empty()) {
-        error = replies::kNeedRcpt;
+        error = transaction_.rcpt_attempts ? replies::kNoValidRecipients : replies::kNeedRcpt;
     } else if (transaction_.bdat_error) {
         error = transaction_.bdat_error;
     }
@@ -569,29 +667,85 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader::Flag
     envelope.received_at = std::chrono::system_clock::now();
     std::string header = received_header(envelope, ctx_.config.server.hostname);
 
-    upstream::StoreResult stored = co_await ctx_.outbox.store(envelope, header, body_);
+    if (!transaction_.route->upstream.empty()) {
+        co_await relay_message(envelope, header, flags.eight_bit);
+    } else {
+        co_await store_message(envelope, header);
+    }
+    reset_transaction();
+}
+
+asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const std::string& header) {
+    upstream::Outbox& outbox = *ctx_.outboxes.at(transaction_.route->name);
+    upstream::StoreResult stored = co_await outbox.store(envelope, header, body_);
     if (stored.error) {
         log(LogLevel::kError, "store_failed",
             {{"conn", id_},
              {"queue_id", envelope.queue_id},
-             {"target", ctx_.outbox.dir()},
+             {"target", outbox.dir()},
              {"step", stored.step},
              {"error", stored.error.message()}});
-        reply(replies::kStorageFailed, false);  // our failure, not the client's
-    } else {
-        ++messages_;
-        errors_ = 0;  // as Postfix: max_errors counts errors since the last delivered message
-        log(LogLevel::kInfo, "queued",
+        co_return reply(replies::kStorageFailed, false);  // our failure, not the client's
+    }
+    ++messages_;
+    errors_ = 0;  // as Postfix: max_errors counts errors since the last delivered message
+    log(LogLevel::kInfo, "queued",
+        {{"conn", id_},
+         {"queue_id", envelope.queue_id},
+         {"from", envelope.mail_from.sender.mailbox()},
+         {"nrcpt", envelope.recipients.size()},
+         {"size", header.size() + body_.size()},
+         {"route", transaction_.route->name},
+         {"target", outbox.dir()}});
+    reply({250, "2.0.0", "Ok: queued as " + envelope.queue_id});
+}
+
+asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const std::string& header,
+                                             bool eight_bit) {
+    Transaction& t = transaction_;
+    if (!t.upstream_failure.empty() || !t.upstream) {
+        co_return upstream_unavailable(t.upstream_failure.empty() ? "connection lost"
+                                                                  : t.upstream_failure);
+    }
+    const uint64_t size = header.size() + body_.size();
+    if (auto refusal = smtp::check_message_fits(envelope.mail_from, size, eight_bit,
+                                                t.upstream->capabilities())) {
+        log(LogLevel::kInfo, "relay_refused",
             {{"conn", id_},
              {"queue_id", envelope.queue_id},
-             {"from", envelope.mail_from.sender.mailbox()},
-             {"nrcpt", envelope.recipients.size()},
-             {"size", header.size() + body_.size()},
-             {"route", l.route},
-             {"target", ctx_.outbox.dir()}});
-        reply({250, "2.0.0", "Ok: queued as " + envelope.queue_id});
+             {"upstream", t.route->upstream},
+             {"reply", std::to_string(refusal->code) + " " + refusal->enhanced + " " +
+                           refusal->text}});
+        t.upstream->abandon_transaction();
+        co_return reply(*refusal);
     }
-    reset_transaction();
+    upstream::ClientReply result = co_await t.upstream->send_message(header, body_);
+    if (!result.ok()) {
+        log(LogLevel::kWarn, "relay_deferred",
+            {{"conn", id_},
+             {"queue_id", envelope.queue_id},
+             {"upstream", t.route->upstream},
+             {"host", t.upstream->peer()},
+             {"stage", result.failure.stage},
+             {"reason", result.failure.reason}});
+        co_return upstream_unavailable(result.failure.reason);
+    }
+    const bool delivered = result.reply.code >= 200 && result.reply.code < 300;
+    log(delivered ? LogLevel::kInfo : LogLevel::kWarn, delivered ? "relayed" : "relay_refused",
+        {{"conn", id_},
+         {"queue_id", envelope.queue_id},
+         {"from", envelope.mail_from.sender.mailbox()},
+         {"nrcpt", envelope.recipients.size()},
+         {"size", size},
+         {"route", t.route->name},
+         {"upstream", t.route->upstream},
+         {"host", t.upstream->peer()},
+         {"reply", upstream::describe(result.reply)}});
+    if (delivered) {
+        ++messages_;
+        errors_ = 0;
+    }
+    relay_reply(result.reply);
 }
 
 asio::awaitable<void> refuse_connection(tcp::socket socket, smtp::Reply reply) {

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,8 @@
 #include "proxy/smtp/line_reader.hpp"
 #include "proxy/smtp/reply.hpp"
 #include "proxy/upstream/outbox.hpp"
+#include "proxy/upstream/pool.hpp"
+#include "proxy/upstream/route_table.hpp"
 
 namespace postern::server {
 
@@ -34,7 +37,8 @@ struct ListenerContext {
     const config::Config& config;
     const config::ListenerConfig& listener;
     queue::QueueIdGenerator& ids;
-    upstream::Outbox& outbox;
+    const upstream::RouteTable& routes;
+    const std::map<std::string, upstream::Outbox*>& outboxes;  // by route name (outbox routes)
     ConnectionLimits& limits;
 };
 
@@ -58,8 +62,10 @@ class SessionRegistry {
 class Session {
   public:
     // Takes over an admitted connection slot of ctx.limits for `client`; gives it back on exit.
-    Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry, uint64_t id,
-            config::IpAddress client, uint16_t client_port);
+    // `pools` are the upstream connection pools of the session's I/O thread.
+    Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry,
+            upstream::PoolSet& pools, uint64_t id, config::IpAddress client,
+            uint16_t client_port);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -80,6 +86,14 @@ class Session {
         bool bdat_started = false;
         std::optional<smtp::Reply> bdat_error;  // repeated for every chunk until LAST or RSET
         std::unique_ptr<smtp::DataReader> chunk_reader;  // refers to body_
+        unsigned rcpt_attempts = 0;  // RCPT commands that got as far as the route
+        // Chosen at the first recipient; later recipients must take the same one.
+        const config::RouteConfig* route = nullptr;
+        // Through an upstream (passthrough): the connection carrying this transaction, and
+        // why it failed when it did (the transaction cannot complete then).
+        upstream::UpstreamPool* pool = nullptr;
+        upstream::Lease upstream;
+        std::string upstream_failure;
     };
 
     // Reads up to `chunk` more octets into in_, waiting at most `timeout` (or until `deadline`).
@@ -92,7 +106,15 @@ class Session {
 
     void on_helo(std::string_view args, bool extended);
     void on_mail(std::string_view args);
-    void on_rcpt(std::string_view args);
+    asio::awaitable<void> on_rcpt(std::string_view args);
+    // RCPT through the transaction's upstream: opens the upstream transaction at the first one.
+    asio::awaitable<void> relay_rcpt(const smtp::RcptTo& rcpt);
+    asio::awaitable<void> relay_message(queue::Envelope& envelope, const std::string& header,
+                                        bool eight_bit);
+    asio::awaitable<void> store_message(queue::Envelope& envelope, const std::string& header);
+    // The upstream's reply as the client's (enhanced code added after EHLO when it had none).
+    void relay_reply(const smtp::ServerReply& r);
+    void upstream_unavailable(const std::string& reason);
     asio::awaitable<void> on_data(std::string_view args);
     asio::awaitable<void> on_bdat(std::string_view args);
     asio::awaitable<void> complete_transaction(const smtp::DataReader::Flags& flags);
@@ -111,6 +133,7 @@ class Session {
     tcp::socket socket_;
     ListenerContext& ctx_;
     SessionRegistry& registry_;
+    upstream::PoolSet& pools_;
     const uint64_t id_;
     const config::IpAddress client_;
     const std::string client_text_;

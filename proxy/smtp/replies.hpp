@@ -77,4 +77,13 @@ inline const Reply kAuthRequired{530, "5.7.0", "Authentication required"};
 inline const Reply kStorageFailed{451, "4.3.0",
                                   "Error: local error in processing, try again later"};
 
+// Routes and upstreams (passthrough).
+inline const Reply kOtherRoute{452, "4.5.3",
+                               "Recipient takes another route: send it in a separate "
+                               "transaction"};
+inline const Reply kNoValidRecipients{554, "5.5.1", "Error: no valid recipients"};
+// The text after "Upstream unavailable: " names the reason; see docs/troubleshooting.md.
+inline constexpr int kUpstreamUnavailableCode = 451;
+inline constexpr const char* kUpstreamUnavailableEnhanced = "4.4.1";
+
 }  // namespace postern::smtp::replies
