@@ -10,8 +10,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -375,8 +375,8 @@ void read_route(Walker& w, const toml::table& t, const std::string& path, RouteC
 }
 
 // A string or an array of strings, each checked by `valid`.
-void get_string_list(Walker& w, const toml::table& t, std::string_view key,
-                     const std::string& path, std::vector<std::string>& out,
+void get_string_list(Walker& w, const toml::table& t, std::string_view key, const std::string& path,
+                     std::vector<std::string>& out,
                      const std::function<std::optional<std::string>(const std::string&)>& valid) {
     const toml::node* node = t.get(key);
     if (!node) return;
@@ -387,7 +387,8 @@ void get_string_list(Walker& w, const toml::table& t, std::string_view key,
         for (const toml::node& item : *arr) items.push_back(&item);
         if (arr->empty()) w.error(node->source(), Walker::join(path, key), "must not be empty");
     } else {
-        w.error(node->source(), Walker::join(path, key), "expected a string or an array of strings");
+        w.error(node->source(), Walker::join(path, key),
+                "expected a string or an array of strings");
         return;
     }
     for (const toml::node* item : items) {
@@ -438,18 +439,30 @@ std::string read_secret_file(const std::string& file, std::string& error) {
 
 void read_upstream(Walker& w, const toml::table& t, const std::string& path, UpstreamConfig& u) {
     w.check_keys(t, path,
-                 {"hosts",           "tls",
-                  "allow_plaintext", "verify_certificate",
-                  "ca_file",         "server_name",
-                  "client_certificate", "client_key",
-                  "username",        "password_file",
-                  "password_env",    "password",
-                  "auth",            "helo_name",
-                  "max_connections", "max_messages_per_connection",
-                  "idle_timeout",    "connect_timeout",
-                  "greeting_timeout", "command_timeout",
-                  "data_init_timeout", "data_block_timeout",
-                  "data_done_timeout", "host_down_time"});
+                 {"hosts",
+                  "tls",
+                  "allow_plaintext",
+                  "verify_certificate",
+                  "ca_file",
+                  "server_name",
+                  "client_certificate",
+                  "client_key",
+                  "username",
+                  "password_file",
+                  "password_env",
+                  "password",
+                  "auth",
+                  "helo_name",
+                  "max_connections",
+                  "max_messages_per_connection",
+                  "idle_timeout",
+                  "connect_timeout",
+                  "greeting_timeout",
+                  "command_timeout",
+                  "data_init_timeout",
+                  "data_block_timeout",
+                  "data_done_timeout",
+                  "host_down_time"});
     std::vector<std::string> hosts;
     get_string_list(w, t, "hosts", path, hosts, [&](const std::string& h) {
         if (auto hp = parse_host_port(h)) {
@@ -500,8 +513,7 @@ void read_upstream(Walker& w, const toml::table& t, const std::string& path, Ups
     readable_file("client_certificate", u.client_certificate);
     readable_file("client_key", u.client_key);
     if (u.client_certificate.empty() != u.client_key.empty()) {
-        w.error(t.source(), path + ".client_key",
-                "client_certificate and client_key go together");
+        w.error(t.source(), path + ".client_key", "client_certificate and client_key go together");
     }
     if (w.get_string(t, "server_name", path, u.server_name) &&
         !smtp::is_valid_domain(u.server_name, false) && !IpAddress::parse(u.server_name)) {
@@ -515,7 +527,8 @@ void read_upstream(Walker& w, const toml::table& t, const std::string& path, Ups
         ++password_sources;
         std::string problem;
         u.password = read_secret_file(value, problem);
-        if (!problem.empty()) w.error(t.get("password_file")->source(), path + ".password_file", problem);
+        if (!problem.empty())
+            w.error(t.get("password_file")->source(), path + ".password_file", problem);
     }
     if (w.get_string(t, "password_env", path, value)) {
         ++password_sources;
@@ -546,9 +559,10 @@ void read_upstream(Walker& w, const toml::table& t, const std::string& path, Ups
         u.password.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos) {
         w.error(t.source(), path, "username and password must not contain NUL, CR or LF");
     }
-    w.get_enum<UpstreamAuth>(
-        t, "auth", path, u.auth,
-        {{"auto", UpstreamAuth::kAuto}, {"plain", UpstreamAuth::kPlain}, {"login", UpstreamAuth::kLogin}});
+    w.get_enum<UpstreamAuth>(t, "auth", path, u.auth,
+                             {{"auto", UpstreamAuth::kAuto},
+                              {"plain", UpstreamAuth::kPlain},
+                              {"login", UpstreamAuth::kLogin}});
     if (w.get_string(t, "helo_name", path, u.helo_name) &&
         !smtp::is_valid_domain(u.helo_name, false)) {
         w.error(t.get("helo_name")->source(), path + ".helo_name",
@@ -591,8 +605,8 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                     "[" + k + "] is not supported by this version of postern yet (see README)");
         }
     }
-    std::vector<std::string_view> known = {"server", "log", "listener", "route", "upstream",
-                                           "route_rule"};
+    std::vector<std::string_view> known = {"server", "log",      "listener",
+                                           "route",  "upstream", "route_rule"};
     for (const std::string& k : kNotYetSupported) known.push_back(k);
     w.check_keys(root, "", known);
 
@@ -658,9 +672,9 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                 const toml::table& t = *node.as_table();
                 read_route_rule(w, t, path, r);
                 if (!r.route.empty() && !c.routes.count(r.route)) {
-                    w.error(t.get("route")->source(), path + ".route",
-                            "unknown route \"" + r.route + "\": define it as [route." + r.route +
-                                "]");
+                    w.error(
+                        t.get("route")->source(), path + ".route",
+                        "unknown route \"" + r.route + "\": define it as [route." + r.route + "]");
                 }
                 c.route_rules.push_back(std::move(r));
             }

@@ -11,7 +11,7 @@
 namespace postern::server {
 
 class InputBuffer {
-public:
+  public:
     std::string_view view() const { return {data_.get() + begin_, end_ - begin_}; }
     bool empty() const { return begin_ == end_; }
     size_t size() const { return end_ - begin_; }
@@ -53,7 +53,7 @@ public:
         capacity_ = keep;
     }
 
-private:
+  private:
     std::unique_ptr<char[]> data_;
     size_t capacity_ = 0;
     size_t begin_ = 0;

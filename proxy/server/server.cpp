@@ -12,9 +12,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstring>
 #include <filesystem>
 #include <functional>
-#include <cstring>
 #include <map>
 #include <thread>
 
@@ -130,8 +130,7 @@ asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
     while (true) {
         Worker& worker = *workers[next_worker++ % workers.size()];
         tcp::endpoint remote;  // filled by accept itself: no getpeername() per connection
-        auto [ec, socket] =
-            co_await listener.acceptor.async_accept(worker.ctx, remote, kUseTuple);
+        auto [ec, socket] = co_await listener.acceptor.async_accept(worker.ctx, remote, kUseTuple);
         if (stopping || !listener.acceptor.is_open()) co_return;
         if (ec) {
             // EMFILE and friends: wait a moment rather than spin, then go on accepting.
@@ -273,8 +272,8 @@ int Server::run() {
     }
 
     for (const config::ListenerConfig& lc : config.listeners) {
-        auto state = std::make_unique<ListenerState>(config, lc, s.ids, s.routes,
-                                                     s.route_targets, main_ctx);
+        auto state =
+            std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets, main_ctx);
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         tcp::acceptor& a = state->acceptor;

@@ -291,8 +291,8 @@ asio::awaitable<void> Session::process_buffered() {
                 line_.assign(in_.view().substr(0, result.consumed));
                 in_.consume(result.consumed);
                 // Named only so that a malformed AUTH line is not logged either.
-                current_verb_ = smtp::parse_command(line_).verb == Verb::kAuth ? Verb::kAuth
-                                                                                : Verb::kUnknown;
+                current_verb_ =
+                    smtp::parse_command(line_).verb == Verb::kAuth ? Verb::kAuth : Verb::kUnknown;
                 reply(replies::kBadCommandOctets);
                 continue;
             case smtp::CommandReader::Status::kLine:
@@ -372,10 +372,10 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
 void Session::on_helo(std::string_view args, bool extended) {
     while (!args.empty() && args.back() == ' ') args.remove_suffix(1);  // tolerated, as Postfix
     // A bare IPv4 address is not RFC 5321 syntax but common in the wild (Postfix accepts it).
-    const bool bare_ip = config::IpAddress::parse(args).has_value() &&
-                         args.find(':') == std::string_view::npos;
-    if (args.empty() || !(smtp::is_valid_domain(args, false) ||
-                          smtp::is_valid_address_literal(args) || bare_ip)) {
+    const bool bare_ip =
+        config::IpAddress::parse(args).has_value() && args.find(':') == std::string_view::npos;
+    if (args.empty() ||
+        !(smtp::is_valid_domain(args, false) || smtp::is_valid_address_literal(args) || bare_ip)) {
         reply(replies::kHeloSyntax);
         return;
     }
@@ -390,12 +390,8 @@ void Session::on_helo(std::string_view args, bool extended) {
         return;
     }
     std::vector<std::string> lines = {
-        host,
-        "PIPELINING",
-        "SIZE " + std::to_string(ctx_.listener.max_message_size),
-        "8BITMIME",
-        "ENHANCEDSTATUSCODES",
-        "SMTPUTF8",
+        host,       "PIPELINING",          "SIZE " + std::to_string(ctx_.listener.max_message_size),
+        "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
         "CHUNKING",
     };
     smtp::append_multiline(out_, 250, lines);
@@ -714,8 +710,8 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
             {{"conn", id_},
              {"queue_id", envelope.queue_id},
              {"upstream", t.route->upstream},
-             {"reply", std::to_string(refusal->code) + " " + refusal->enhanced + " " +
-                           refusal->text}});
+             {"reply",
+              std::to_string(refusal->code) + " " + refusal->enhanced + " " + refusal->text}});
         t.upstream->abandon_transaction();
         co_return reply(*refusal);
     }

@@ -64,8 +64,7 @@ class Session {
     // Takes over an admitted connection slot of ctx.limits for `client`; gives it back on exit.
     // `pools` are the upstream connection pools of the session's I/O thread.
     Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& registry,
-            upstream::PoolSet& pools, uint64_t id, config::IpAddress client,
-            uint16_t client_port);
+            upstream::PoolSet& pools, uint64_t id, config::IpAddress client, uint16_t client_port);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;

@@ -20,7 +20,7 @@ struct Capabilities {
     bool chunking = false;
     bool dsn = false;
     bool enhanced_status_codes = false;
-    std::optional<uint64_t> size;  // SIZE limit; nullopt when SIZE is not offered, 0 = no limit
+    std::optional<uint64_t> size;   // SIZE limit; nullopt when SIZE is not offered, 0 = no limit
     std::vector<std::string> auth;  // SASL mechanisms, upper case
 
     bool offers_auth(std::string_view mechanism) const;

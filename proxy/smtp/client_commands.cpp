@@ -14,7 +14,9 @@ bool has_control(std::string_view s) {
     return false;
 }
 
-bool address_safe(const Address& a) { return !has_control(a.local) && !has_control(a.domain); }
+bool address_safe(const Address& a) {
+    return !has_control(a.local) && !has_control(a.domain);
+}
 
 const Reply kUnsafeEnvelope{550, "5.6.0", "Envelope value with control characters not relayed"};
 
@@ -28,8 +30,7 @@ std::optional<Reply> check_message_fits(const MailFrom& mail, uint64_t size, boo
                          std::to_string(*caps.size) + " octets)"};
     }
     if (eight_bit_body && !caps.eight_bit_mime) {
-        return Reply{554, "5.6.3",
-                     "8-bit message and the upstream server does not offer 8BITMIME"};
+        return Reply{554, "5.6.3", "8-bit message and the upstream server does not offer 8BITMIME"};
     }
     if (mail.params.smtputf8 && !caps.smtputf8) {
         return Reply{553, "5.6.7",
@@ -45,7 +46,8 @@ Parsed<std::string> mail_command(const MailCommandInput& input, const Capabiliti
         out.error = kUnsafeEnvelope;
         return out;
     }
-    if (auto refusal = check_message_fits(mail, input.size.value_or(0), input.eight_bit_body, caps)) {
+    if (auto refusal =
+            check_message_fits(mail, input.size.value_or(0), input.eight_bit_body, caps)) {
         out.error = refusal;
         return out;
     }

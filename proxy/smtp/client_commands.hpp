@@ -16,8 +16,9 @@ namespace postern::smtp {
 
 struct MailCommandInput {
     const MailFrom& mail;
-    std::optional<uint64_t> size;  // the message size when known (else the client's SIZE=)
-    bool eight_bit_body = false;   // the body holds octets above 127
+    std::optional<uint64_t> size =
+        std::nullopt;             // the message size when known, else the client's SIZE=
+    bool eight_bit_body = false;  // the body holds octets above 127
 };
 
 // "MAIL FROM:<...> params\r\n", or the reply refusing the message for this server.

@@ -57,7 +57,9 @@ UpstreamPool::UpstreamPool(asio::io_context& io, UpstreamShared& shared, unsigne
       config_(shared.settings.config),
       max_connections_(std::max(1u, max_connections)) {}
 
-UpstreamPool::~UpstreamPool() { idle_.clear(); }
+UpstreamPool::~UpstreamPool() {
+    idle_.clear();
+}
 
 void UpstreamPool::give_back(std::unique_ptr<SmtpClient> client) {
     if (client->reusable() && !shutting_down_) {
@@ -90,8 +92,7 @@ void UpstreamPool::retire(std::unique_ptr<SmtpClient> client) {
     // The slot is freed at once; the QUIT exchange runs on its own.
     forget_one();
     asio::co_spawn(
-        io_,
-        [c = std::move(client)]() mutable -> asio::awaitable<void> { co_await c->quit(); },
+        io_, [c = std::move(client)]() mutable -> asio::awaitable<void> { co_await c->quit(); },
         asio::detached);
 }
 
@@ -211,7 +212,9 @@ asio::awaitable<TransactionStart> UpstreamPool::begin(Lease& lease,
     if (start.failure && lease.reused() && !start.answered_any) {
         // An idle connection the server had closed (its own idle timeout): once more, fresh.
         log(LogLevel::kDebug, "upstream_stale",
-            {{"upstream", config_.name}, {"host", lease->peer()}, {"reason", start.failure.reason}});
+            {{"upstream", config_.name},
+             {"host", lease->peer()},
+             {"reason", start.failure.reason}});
         lease.release();
         Acquired fresh = co_await acquire(true);
         if (!fresh.lease) {

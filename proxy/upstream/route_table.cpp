@@ -7,8 +7,7 @@ namespace postern::upstream {
 namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
                auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c + 32) : c; };
                return lower(x) == lower(y);
            });
@@ -35,9 +34,8 @@ const std::string& RouteTable::select(const config::ListenerConfig& listener,
                                       std::string_view sender_domain,
                                       std::string_view recipient_domain) const {
     for (const config::RouteRule& rule : config_.route_rules) {
-        if (!rule.listeners.empty() &&
-            std::find(rule.listeners.begin(), rule.listeners.end(), listener.name) ==
-                rule.listeners.end()) {
+        if (!rule.listeners.empty() && std::find(rule.listeners.begin(), rule.listeners.end(),
+                                                 listener.name) == rule.listeners.end()) {
             continue;
         }
         if (!rule.sender_domains.empty() && !any_matches(sender_domain, rule.sender_domains)) {

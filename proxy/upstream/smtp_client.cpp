@@ -21,7 +21,9 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadChunk = 4096;
 constexpr auto kQuitWait = std::chrono::seconds(2);
 
-bool positive(const smtp::ServerReply& r) { return r.code >= 200 && r.code < 300; }
+bool positive(const smtp::ServerReply& r) {
+    return r.code >= 200 && r.code < 300;
+}
 
 std::string openssl_error(const boost::system::error_code& ec) {
     std::string text = ec.message();
@@ -49,18 +51,21 @@ UpstreamSettings::UpstreamSettings(const config::UpstreamConfig& c)
     boost::system::error_code ec;
     if (!c.ca_file.empty()) {
         tls.load_verify_file(c.ca_file, ec);
-        if (ec) throw std::runtime_error("upstream." + c.name + ".ca_file \"" + c.ca_file +
-                                         "\": " + openssl_error(ec));
+        if (ec)
+            throw std::runtime_error("upstream." + c.name + ".ca_file \"" + c.ca_file +
+                                     "\": " + openssl_error(ec));
     } else {
         tls.set_default_verify_paths(ec);
-        if (ec) throw std::runtime_error("upstream." + c.name +
-                                         ": cannot load the system CA store: " + ec.message());
+        if (ec)
+            throw std::runtime_error("upstream." + c.name +
+                                     ": cannot load the system CA store: " + ec.message());
     }
     if (!c.client_certificate.empty()) {
         tls.use_certificate_chain_file(c.client_certificate, ec);
         if (!ec) tls.use_private_key_file(c.client_key, asio::ssl::context::pem, ec);
-        if (ec) throw std::runtime_error("upstream." + c.name + ".client_certificate: " +
-                                         openssl_error(ec));
+        if (ec)
+            throw std::runtime_error("upstream." + c.name +
+                                     ".client_certificate: " + openssl_error(ec));
     }
     tls.set_verify_mode(c.verify_certificate ? asio::ssl::verify_peer : asio::ssl::verify_none);
 }
@@ -217,7 +222,8 @@ asio::awaitable<ClientFailure> SmtpClient::open() {
         co_return fail("greeting", "server refused the session: " + describe(greeting.reply), true);
     }
     if (ClientFailure f = co_await ehlo()) co_return f;
-    if (c.tls == config::UpstreamTls::kStarttls || c.tls == config::UpstreamTls::kStarttlsOptional) {
+    if (c.tls == config::UpstreamTls::kStarttls ||
+        c.tls == config::UpstreamTls::kStarttlsOptional) {
         if (ClientFailure f = co_await starttls()) co_return f;
     }
     if (!c.username.empty()) {
@@ -228,8 +234,8 @@ asio::awaitable<ClientFailure> SmtpClient::open() {
 }
 
 asio::awaitable<ClientFailure> SmtpClient::ehlo() {
-    ClientReply r = co_await command("EHLO " + config_.helo_name + "\r\n", config_.command_timeout,
-                                     "ehlo");
+    ClientReply r =
+        co_await command("EHLO " + config_.helo_name + "\r\n", config_.command_timeout, "ehlo");
     if (!r.ok()) {
         r.failure.host_down = true;
         co_return r.failure;
@@ -245,8 +251,7 @@ asio::awaitable<ClientFailure> SmtpClient::ehlo() {
     r = co_await command("HELO " + config_.helo_name + "\r\n", config_.command_timeout, "helo");
     if (!r.ok()) co_return r.failure;
     if (r.reply.code != 250) {
-        co_return fail("helo", "EHLO and HELO refused: " + describe(r.reply),
-                       r.reply.code < 500);
+        co_return fail("helo", "EHLO and HELO refused: " + describe(r.reply), r.reply.code < 500);
     }
     caps_ = smtp::Capabilities{};
     co_return ClientFailure{};
@@ -271,9 +276,9 @@ asio::awaitable<ClientFailure> SmtpClient::starttls() {
     if (!in_.empty()) {
         // Bytes after the 220 and before the handshake were not protected by TLS; acting on
         // them would let a man in the middle inject replies (STARTTLS response injection).
-        co_return fail("starttls",
-                       "response injection: the server sent " + std::to_string(in_.size()) +
-                           " octets after the 220 reply to STARTTLS, before TLS");
+        co_return fail("starttls", "response injection: the server sent " +
+                                       std::to_string(in_.size()) +
+                                       " octets after the 220 reply to STARTTLS, before TLS");
     }
     if (ClientFailure f = co_await handshake()) co_return f;
     // RFC 3207 4.2: forget what was learnt before TLS and ask again.
@@ -304,8 +309,8 @@ asio::awaitable<ClientFailure> SmtpClient::handshake() {
         if (timed_out_) {
             reason = "TLS handshake timed out";
         } else if (verify != X509_V_OK) {
-            reason = std::string("certificate rejected: ") +
-                     X509_verify_cert_error_string(verify) + " (name checked: " + name + ")";
+            reason = std::string("certificate rejected: ") + X509_verify_cert_error_string(verify) +
+                     " (name checked: " + name + ")";
         } else {
             reason = "TLS handshake failed: " + openssl_error(ec);
         }
@@ -339,8 +344,8 @@ asio::awaitable<ClientFailure> SmtpClient::authenticate() {
     if (!caps_.offers_auth(mechanism)) {
         std::string offered;
         for (const auto& m : caps_.auth) offered += (offered.empty() ? "" : " ") + m;
-        co_return fail("auth", "the server does not offer AUTH " + mechanism + " (it offers " +
-                                   offered + ")");
+        co_return fail(
+            "auth", "the server does not offer AUTH " + mechanism + " (it offers " + offered + ")");
     }
     ClientReply r;
     if (mechanism == "PLAIN") {
@@ -371,8 +376,8 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
     TransactionStart out;
     auto mail_line = smtp::mail_command(mail, caps_);
     if (mail_line.error) {
-        out.mail = smtp::ServerReply{mail_line.error->code, mail_line.error->enhanced,
-                                     {mail_line.error->text}};
+        out.mail = smtp::ServerReply{
+            mail_line.error->code, mail_line.error->enhanced, {mail_line.error->text}};
         out.answered_any = false;
         co_return out;
     }
@@ -417,8 +422,8 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
         r = co_await read_reply(config_.command_timeout, "rcpt");  // read even after a refusal
     } else if (positive(out.mail)) {
         if (rcpt_line.error) {
-            r.reply = smtp::ServerReply{rcpt_line.error->code, rcpt_line.error->enhanced,
-                                        {rcpt_line.error->text}};
+            r.reply = smtp::ServerReply{
+                rcpt_line.error->code, rcpt_line.error->enhanced, {rcpt_line.error->text}};
         } else {
             r = co_await command(rcpt_line.value, config_.command_timeout, "rcpt");
         }

@@ -31,9 +31,9 @@ using tcp = asio::ip::tcp;
 
 // Why a connection or an exchange failed without a usable reply. Empty stage: no failure.
 struct ClientFailure {
-    std::string stage;   // connect, greeting, ehlo, starttls, tls, auth, mail, rcpt, data, ...
-    std::string reason;  // for the log and the 4xx text
-    bool host_down = false;     // refused, timed out or 4xx at greeting/EHLO: skip this host
+    std::string stage;       // connect, greeting, ehlo, starttls, tls, auth, mail, rcpt, data, ...
+    std::string reason;      // for the log and the 4xx text
+    bool host_down = false;  // refused, timed out or 4xx at greeting/EHLO: skip this host
     bool auth_rejected = false;  // the server refused the credentials (535 and the like)
 
     explicit operator bool() const { return !stage.empty(); }
@@ -48,7 +48,7 @@ struct ClientReply {
 
 // What a transaction's first exchange gave: MAIL's reply and the first RCPT's reply.
 struct TransactionStart {
-    ClientFailure failure;  // no usable reply at all (connection lost, protocol error)
+    ClientFailure failure;      // no usable reply at all (connection lost, protocol error)
     bool answered_any = false;  // some reply was read (a reused connection is then alive)
     smtp::ServerReply mail;
     smtp::ServerReply rcpt;  // meaningful when mail.code is 2xx
@@ -80,8 +80,8 @@ class SmtpClient {
   public:
     // `host` is the configured name (for SNI, the name check and logs unless server_name is
     // set); `endpoint` the address being connected to.
-    SmtpClient(asio::any_io_executor executor, UpstreamSettings& settings,
-               ClientRegistry& registry, std::string host, tcp::endpoint endpoint);
+    SmtpClient(asio::any_io_executor executor, UpstreamSettings& settings, ClientRegistry& registry,
+               std::string host, tcp::endpoint endpoint);
     ~SmtpClient();
     SmtpClient(const SmtpClient&) = delete;
     SmtpClient& operator=(const SmtpClient&) = delete;
@@ -107,7 +107,7 @@ class SmtpClient {
     bool reusable() const;
     bool broken() const { return broken_; }
     const smtp::Capabilities& capabilities() const { return caps_; }
-    const std::string& peer() const { return peer_; }  // "host:port" as configured
+    const std::string& peer() const { return peer_; }        // "host:port" as configured
     const std::string& address() const { return address_; }  // "ip:port" connected to
     std::string tls_description() const;  // "TLSv1.3 TLS_AES_256_GCM_SHA384" or "none"
     std::chrono::steady_clock::time_point idle_since() const { return idle_since_; }
@@ -117,8 +117,7 @@ class SmtpClient {
 
   private:
     asio::awaitable<ClientFailure> write(std::vector<asio::const_buffer> buffers,
-                                         std::chrono::milliseconds timeout,
-                                         std::string_view stage);
+                                         std::chrono::milliseconds timeout, std::string_view stage);
     asio::awaitable<ClientFailure> write(std::string_view text, std::chrono::milliseconds timeout,
                                          std::string_view stage) {
         // A named vector: GCC 12 cannot take a braced list inside co_await (LIBRARY-NOTES).
@@ -149,8 +148,8 @@ class SmtpClient {
     std::string in_;
     smtp::Capabilities caps_;
     bool broken_ = false;
-    bool dirty_ = false;      // a transaction was left open: RSET before the next
-    bool in_data_ = false;    // between DATA/BDAT and its reply: not reusable if interrupted
+    bool dirty_ = false;    // a transaction was left open: RSET before the next
+    bool in_data_ = false;  // between DATA/BDAT and its reply: not reusable if interrupted
     unsigned transactions_ = 0;
     Io io_ = Io::kNone;
     bool timed_out_ = false;

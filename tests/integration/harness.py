@@ -53,9 +53,11 @@ def toml_value(value):
 
 
 class Postern:
-    """One postern process. `listener` overrides keys of the single [[listener]]."""
+    """One postern process. `listener` overrides keys of the single [[listener]]; `routes`
+    ({name: {key: value}}) replaces the default `[route.default] outbox = <private outbox>`;
+    `extra_toml` is appended as it is (e.g. [upstream.NAME] tables, [[route_rule]])."""
 
-    def __init__(self, listener=None, server=None, extra_toml=""):
+    def __init__(self, listener=None, server=None, extra_toml="", routes=None):
         self.dir = tempfile.mkdtemp(prefix="postern-it-")
         self.outbox = os.path.join(self.dir, "outbox")
         self.port = free_port()
@@ -68,7 +70,11 @@ class Postern:
         lines = ["[server]"] + [f"{k} = {toml_value(v)}" for k, v in server_keys.items()]
         lines += ["[log]", 'level = "debug"', "[[listener]]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in listener_keys.items()]
-        lines += ["[route.default]", f"outbox = {toml_value(self.outbox)}", extra_toml]
+        if routes is None:
+            routes = {"default": {"outbox": self.outbox}}
+        for name, keys in routes.items():
+            lines += [f"[route.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+        lines += [extra_toml]
         self.config_path = os.path.join(self.dir, "postern.toml")
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")

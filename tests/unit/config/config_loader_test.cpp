@@ -4,8 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace postern::config {
@@ -248,8 +254,8 @@ TEST(ConfigLoader, UnknownTopLevelSection) {
 }
 
 TEST(ConfigLoader, UnsupportedSectionReported) {
-    LoadResult r = load(std::string(kMinimal) + "\n[upstream.x]\nhost = \"smtp.example\"\n");
-    expect_error(r, "upstream", 7, "not supported");
+    LoadResult r = load(std::string(kMinimal) + "\n[quota]\nmax_messages = 100\n");
+    expect_error(r, "quota", 7, "not supported");
     // Reported once, as unsupported: not also as an unknown key.
     for (const ConfigIssue& i : r.issues) {
         EXPECT_EQ(i.message.find("unknown key"), std::string::npos) << i.to_string();
@@ -263,14 +269,24 @@ TEST(ConfigLoader, OtherUnsupportedSections) {
     expect_error(r, "filter", 10, "not supported");
 }
 
-TEST(ConfigLoader, RouteUpstreamUnsupported) {
+TEST(ConfigLoader, RouteUpstream) {
     LoadResult r = load(R"([[listener]]
 address = "127.0.0.1:2525"
+delivery = "passthrough"
 
 [route.default]
 upstream = "smarthost"
+
+[upstream.smarthost]
+hosts = ["smtp.example.com:587"]
 )");
-    expect_error(r, "route.default.upstream", 5, "not supported");
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    const RouteConfig& route = r.config.routes.at("default");
+    EXPECT_EQ(route.upstream, "smarthost");
+    EXPECT_EQ(route.outbox, "");
+    ASSERT_EQ(r.config.upstreams.count("smarthost"), 1u);
+    EXPECT_EQ(r.config.upstreams.at("smarthost").name, "smarthost");
 }
 
 // ---- wrong types and values ------------------------------------------------------------------
@@ -561,6 +577,504 @@ TEST(ConfigLoader, OtherWarnings) {
     EXPECT_TRUE(r.issues.empty()) << dump(r);
 }
 
+// ---- upstreams -------------------------------------------------------------------------------
+
+constexpr const char* kHosts = "hosts = [\"smtp.example.com:587\"]\n";
+
+// kMinimal followed by [upstream.x] on line 6 and `lines` from line 7 on.
+std::string with_upstream(const std::string& lines) {
+    return std::string(kMinimal) + "[upstream.x]\n" + lines + "\n";
+}
+
+// For files the configuration names: a fresh directory under /tmp for each test.
+class ConfigLoaderFiles : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/postern-config-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr) << std::strerror(errno);
+        dir_ = tmpl;
+    }
+
+    void TearDown() override {
+        if (dir_.empty()) return;
+        std::error_code ec;
+        std::filesystem::remove_all(dir_, ec);
+        EXPECT_FALSE(ec) << ec.message();
+    }
+
+    // Writes `content` to a file in the directory; returns its path.
+    std::string write(const std::string& name, const std::string& content) {
+        std::string path = dir_ + "/" + name;
+        std::ofstream out(path, std::ios::binary);
+        out << content;
+        out.close();
+        EXPECT_TRUE(out.good()) << "cannot write " << path;
+        return path;
+    }
+
+    std::string dir_;
+};
+
+TEST_F(ConfigLoaderFiles, UpstreamEveryKeySet) {
+    std::string ca = write("ca.pem", "ca\n");
+    std::string cert = write("client.pem", "certificate\n");
+    std::string key = write("client.key", "key\n");
+    write("password", "secret\n");
+    std::string text = std::string(kMinimal) + R"([upstream.smarthost]
+hosts = ["smtp.example.com:587", "192.0.2.1:25", "[2001:db8::1]:465"]
+tls = "implicit"
+allow_plaintext = true
+verify_certificate = true
+ca_file = "DIR/ca.pem"
+server_name = "relay.example.net"
+client_certificate = "DIR/client.pem"
+client_key = "DIR/client.key"
+username = "relay-user"
+password_file = "DIR/password"
+auth = "login"
+helo_name = "out.example.com"
+max_connections = 5
+max_messages_per_connection = 50
+idle_timeout = "2m"
+connect_timeout = "10s"
+greeting_timeout = "1m"
+command_timeout = "2m"
+data_init_timeout = "90s"
+data_block_timeout = "4m"
+data_done_timeout = "15m"
+host_down_time = "45s"
+)";
+    for (size_t at = 0; (at = text.find("DIR/", at)) != std::string::npos; at += dir_.size()) {
+        text.replace(at, 3, dir_);
+    }
+    LoadResult r = load(text);
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    ASSERT_EQ(r.config.upstreams.size(), 1u);
+    const UpstreamConfig& u = r.config.upstreams.at("smarthost");
+    EXPECT_EQ(u.name, "smarthost");
+    ASSERT_EQ(u.hosts.size(), 3u);
+    EXPECT_EQ(u.hosts[0].host, "smtp.example.com");
+    EXPECT_EQ(u.hosts[0].port, 587);
+    EXPECT_EQ(u.hosts[0].to_string(), "smtp.example.com:587");
+    EXPECT_EQ(u.hosts[1].host, "192.0.2.1");
+    EXPECT_EQ(u.hosts[1].port, 25);
+    EXPECT_EQ(u.hosts[2].host, "2001:db8::1") << "without brackets";
+    EXPECT_EQ(u.hosts[2].port, 465);
+    EXPECT_EQ(u.hosts[2].to_string(), "[2001:db8::1]:465");
+    EXPECT_EQ(u.tls, UpstreamTls::kImplicit);
+    EXPECT_TRUE(u.allow_plaintext);
+    EXPECT_TRUE(u.verify_certificate);
+    EXPECT_EQ(u.ca_file, ca);
+    EXPECT_EQ(u.server_name, "relay.example.net");
+    EXPECT_EQ(u.client_certificate, cert);
+    EXPECT_EQ(u.client_key, key);
+    EXPECT_EQ(u.username, "relay-user");
+    EXPECT_EQ(u.password, "secret");
+    EXPECT_EQ(u.auth, UpstreamAuth::kLogin);
+    EXPECT_EQ(u.helo_name, "out.example.com");
+    EXPECT_EQ(u.max_connections, 5u);
+    EXPECT_EQ(u.max_messages_per_connection, 50u);
+    EXPECT_EQ(u.idle_timeout, 2min);
+    EXPECT_EQ(u.connect_timeout, 10s);
+    EXPECT_EQ(u.greeting_timeout, 1min);
+    EXPECT_EQ(u.command_timeout, 2min);
+    EXPECT_EQ(u.data_init_timeout, 90s);
+    EXPECT_EQ(u.data_block_timeout, 4min);
+    EXPECT_EQ(u.data_done_timeout, 15min);
+    EXPECT_EQ(u.host_down_time, 45s);
+}
+
+TEST(ConfigLoader, UpstreamDefaults) {
+    LoadResult r = load(with_upstream(kHosts));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    const UpstreamConfig& u = r.config.upstreams.at("x");
+    EXPECT_EQ(u.tls, UpstreamTls::kStarttls);
+    EXPECT_FALSE(u.allow_plaintext);
+    EXPECT_TRUE(u.verify_certificate);
+    EXPECT_EQ(u.ca_file, "");
+    EXPECT_EQ(u.server_name, "");
+    EXPECT_EQ(u.username, "");
+    EXPECT_EQ(u.password, "");
+    EXPECT_EQ(u.auth, UpstreamAuth::kAuto);
+    EXPECT_EQ(u.max_connections, 20u);
+    EXPECT_EQ(u.max_messages_per_connection, 100u);
+    EXPECT_EQ(u.idle_timeout, 60s);
+    EXPECT_EQ(u.connect_timeout, 30s);
+    EXPECT_EQ(u.greeting_timeout, 5min);
+    EXPECT_EQ(u.command_timeout, 5min);
+    EXPECT_EQ(u.data_init_timeout, 2min);
+    EXPECT_EQ(u.data_block_timeout, 3min);
+    EXPECT_EQ(u.data_done_timeout, 10min);
+    EXPECT_EQ(u.host_down_time, 30s);
+}
+
+TEST(ConfigLoader, UpstreamHeloNameDefaultsToServerHostname) {
+    LoadResult r = load("[server]\nhostname = \"mx.example.com\"\n" + with_upstream(kHosts));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config.upstreams.at("x").helo_name, "mx.example.com");
+
+    r = load(with_upstream(kHosts));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_FALSE(r.config.server.hostname.empty());
+    EXPECT_EQ(r.config.upstreams.at("x").helo_name, r.config.server.hostname)
+        << "the machine's host name when server.hostname is not set";
+
+    r = load("[server]\nhostname = \"mx.example.com\"\n" +
+             with_upstream(std::string(kHosts) + "helo_name = \"out.example.com\""));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config.upstreams.at("x").helo_name, "out.example.com");
+}
+
+TEST(ConfigLoader, UpstreamTlsAndAuthChoices) {
+    struct TlsCase {
+        const char* text;
+        UpstreamTls tls;
+    } tls_cases[] = {
+        {"starttls", UpstreamTls::kStarttls},
+        {"starttls_optional", UpstreamTls::kStarttlsOptional},
+        {"implicit", UpstreamTls::kImplicit},
+        {"none", UpstreamTls::kNone},
+    };
+    for (const TlsCase& c : tls_cases) {
+        SCOPED_TRACE(c.text);
+        LoadResult r = load(with_upstream(std::string(kHosts) + "tls = \"" + c.text +
+                                          "\"\nallow_plaintext = true"));
+        ASSERT_TRUE(r.ok()) << dump(r);
+        EXPECT_EQ(r.config.upstreams.at("x").tls, c.tls);
+    }
+    struct AuthCase {
+        const char* text;
+        UpstreamAuth auth;
+    } auth_cases[] = {
+        {"auto", UpstreamAuth::kAuto},
+        {"plain", UpstreamAuth::kPlain},
+        {"login", UpstreamAuth::kLogin},
+    };
+    for (const AuthCase& c : auth_cases) {
+        SCOPED_TRACE(c.text);
+        LoadResult r = load(with_upstream(std::string(kHosts) + "auth = \"" + c.text + "\""));
+        ASSERT_TRUE(r.ok()) << dump(r);
+        EXPECT_EQ(r.config.upstreams.at("x").auth, c.auth);
+    }
+}
+
+TEST(ConfigLoader, UpstreamBadEnumValues) {
+    LoadResult r = load(with_upstream(std::string(kHosts) + "tls = \"ssl\"\nauth = \"cram-md5\""));
+    expect_error(r, "upstream.x.tls", 8,
+                 "\"ssl\" is not one of starttls | starttls_optional | implicit | none");
+    expect_error(r, "upstream.x.auth", 9, "\"cram-md5\" is not one of auto | plain | login");
+}
+
+TEST(ConfigLoader, UpstreamHostForms) {
+    LoadResult r = load(with_upstream(
+        "hosts = [\"localhost:25\", \"MX-1.Example.COM:2525\", \"[::1]:25\", \"10.0.0.1:587\"]"));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    const UpstreamConfig& u = r.config.upstreams.at("x");
+    ASSERT_EQ(u.hosts.size(), 4u);
+    EXPECT_EQ(u.hosts[0].to_string(), "localhost:25");
+    EXPECT_EQ(u.hosts[1].to_string(), "MX-1.Example.COM:2525");
+    EXPECT_EQ(u.hosts[2].host, "::1");
+    EXPECT_EQ(u.hosts[3].to_string(), "10.0.0.1:587");
+    // One host may be given as a plain string.
+    r = load(with_upstream("hosts = \"smtp.example.com:25\""));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    ASSERT_EQ(r.config.upstreams.at("x").hosts.size(), 1u);
+    EXPECT_EQ(r.config.upstreams.at("x").hosts[0].port, 25);
+}
+
+TEST(ConfigLoader, UpstreamBadHosts) {
+    const char* cases[] = {
+        "smtp.example.com",        // no port
+        "smtp.example.com:",       // empty port
+        "smtp.example.com:0",      // port 0
+        "smtp.example.com:65536",  // port too big
+        "smtp.example.com:25x",    // not a number
+        "2001:db8::1:25",          // IPv6 without brackets
+        "[2001:db8::1]25",         // no colon after ]
+        "[192.0.2.1]:25",          // brackets around IPv4
+        "[smtp.example.com]:25",   // brackets around a name
+        "bad_host-.example:25",    // not a host name
+        "1.2.3.999:25",            // neither an address nor a name
+        ":25",                     // no host
+        "",
+    };
+    for (const char* host : cases) {
+        SCOPED_TRACE(host);
+        LoadResult r = load(with_upstream(std::string("hosts = [\"") + host + "\"]"));
+        expect_error(r, "upstream.x.hosts", 7, "is not a host and port");
+        EXPECT_TRUE(r.config.upstreams.at("x").hosts.empty());
+    }
+}
+
+TEST(ConfigLoader, UpstreamHostsMissingOrEmpty) {
+    LoadResult r = load(with_upstream("tls = \"starttls\""));
+    expect_error(r, "upstream.x.hosts", 6, "missing");
+    r = load(with_upstream("hosts = []"));
+    expect_error(r, "upstream.x.hosts", 7, "must not be empty");
+}
+
+TEST_F(ConfigLoaderFiles, UpstreamPasswordFile) {
+    std::string file = write("password", "secret\n");
+    LoadResult r = load(with_upstream(std::string(kHosts) +
+                                      "username = \"relay\"\npassword_file = \"" + file + "\""));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r) << "a password file is the recommended way";
+    EXPECT_EQ(r.config.upstreams.at("x").username, "relay");
+    EXPECT_EQ(r.config.upstreams.at("x").password, "secret") << "the line end is not part of it";
+
+    file = write("password-crlf", "pass word\r\n");
+    r = load(with_upstream(std::string(kHosts) + "username = \"relay\"\npassword_file = \"" + file +
+                           "\""));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config.upstreams.at("x").password, "pass word");
+}
+
+TEST_F(ConfigLoaderFiles, UpstreamPasswordFileEmptyOrUnreadable) {
+    std::string file = write("empty", "\n");
+    LoadResult r = load(with_upstream(std::string(kHosts) +
+                                      "username = \"relay\"\npassword_file = \"" + file + "\""));
+    expect_error(r, "upstream.x.password_file", 9, "is empty");
+
+    r = load(with_upstream(std::string(kHosts) + "username = \"relay\"\npassword_file = \"" + dir_ +
+                           "/missing\""));
+    expect_error(r, "upstream.x.password_file", 9, "cannot read");
+}
+
+TEST(ConfigLoader, UpstreamPasswordEnv) {
+    constexpr const char* kVar = "POSTERN_UNIT_TEST_UPSTREAM_PASSWORD";
+    ASSERT_EQ(::setenv(kVar, "from-env", 1), 0);
+    std::string text = with_upstream(std::string(kHosts) +
+                                     "username = \"relay\"\npassword_env = \"" + kVar + "\"");
+    LoadResult r = load(text);
+    ::unsetenv(kVar);
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    EXPECT_EQ(r.config.upstreams.at("x").password, "from-env");
+
+    r = load(text);
+    expect_error(r, "upstream.x.password_env", 9,
+                 "the environment variable POSTERN_UNIT_TEST_UPSTREAM_PASSWORD is not set");
+}
+
+TEST(ConfigLoader, UpstreamInlinePasswordWarns) {
+    LoadResult r =
+        load(with_upstream(std::string(kHosts) + "username = \"relay\"\npassword = \"hunter2\""));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    ConfigIssue i = issue_for(r, "upstream.x.password");
+    EXPECT_TRUE(i.warning);
+    EXPECT_EQ(i.line, 9u);
+    EXPECT_NE(i.message.find("prefer password_file or password_env"), std::string::npos)
+        << i.to_string();
+    EXPECT_EQ(r.config.upstreams.at("x").password, "hunter2") << "still used";
+}
+
+TEST(ConfigLoader, UpstreamTwoPasswordSources) {
+    constexpr const char* kVar = "POSTERN_UNIT_TEST_UPSTREAM_PASSWORD_2";
+    ASSERT_EQ(::setenv(kVar, "from-env", 1), 0);
+    LoadResult r =
+        load(with_upstream(std::string(kHosts) + "username = \"relay\"\npassword_env = \"" + kVar +
+                           "\"\npassword = \"hunter2\""));
+    ::unsetenv(kVar);
+    expect_error(r, "upstream.x", 6, "give one of password_file, password_env and password");
+}
+
+TEST(ConfigLoader, UpstreamUsernameAndPasswordGoTogether) {
+    LoadResult r = load(with_upstream(std::string(kHosts) + "username = \"relay\""));
+    expect_error(r, "upstream.x.username", 8,
+                 "a username needs password_file, password_env or password");
+    r = load(with_upstream(std::string(kHosts) + "password = \"hunter2\""));
+    expect_error(r, "upstream.x.username", 6, "a password is given but no username");
+}
+
+TEST(ConfigLoader, UpstreamPlaintextMustBeMeant) {
+    LoadResult r = load(with_upstream(std::string(kHosts) + "tls = \"none\""));
+    expect_error(r, "upstream.x.tls", 8, "set allow_plaintext = true");
+    r = load(with_upstream(std::string(kHosts) + "tls = \"none\"\nallow_plaintext = false"));
+    expect_error(r, "upstream.x.tls", 8, "set allow_plaintext = true");
+    r = load(with_upstream(std::string(kHosts) + "tls = \"none\"\nallow_plaintext = true"));
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+}
+
+TEST(ConfigLoader, UpstreamUnverifiedCertificateWarns) {
+    LoadResult r = load(with_upstream(std::string(kHosts) + "verify_certificate = false"));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    ConfigIssue i = issue_for(r, "upstream.x.verify_certificate");
+    EXPECT_TRUE(i.warning);
+    EXPECT_EQ(i.line, 8u);
+    EXPECT_NE(i.message.find("not checked"), std::string::npos) << i.to_string();
+    EXPECT_FALSE(r.config.upstreams.at("x").verify_certificate);
+}
+
+TEST(ConfigLoader, UpstreamUnreadableCaFile) {
+    LoadResult r =
+        load(with_upstream(std::string(kHosts) + "ca_file = \"/nonexistent/postern-ca.pem\""));
+    expect_error(r, "upstream.x.ca_file", 8, "cannot read \"/nonexistent/postern-ca.pem\"");
+}
+
+// ---- routes and route rules ------------------------------------------------------------------
+
+TEST(ConfigLoader, RouteWithTwoTargets) {
+    LoadResult r = load(R"([[listener]]
+address = "127.0.0.1:2525"
+delivery = "passthrough"
+
+[route.default]
+outbox = "out"
+upstream = "smarthost"
+
+[upstream.smarthost]
+hosts = ["smtp.example.com:587"]
+)");
+    expect_error(r, "route.default", 7, "not both");
+}
+
+TEST(ConfigLoader, RouteUnknownUpstream) {
+    LoadResult r = load(R"([[listener]]
+address = "127.0.0.1:2525"
+delivery = "passthrough"
+
+[route.default]
+upstream = "nowhere"
+)");
+    expect_error(r, "route.default.upstream", 6, "unknown upstream \"nowhere\"");
+    EXPECT_NE(issue_for(r, "route.default.upstream").message.find("[upstream.nowhere]"),
+              std::string::npos);
+}
+
+TEST(ConfigLoader, RouteRulesRead) {
+    LoadResult r = load(std::string(kMinimal) + R"(
+[route.partner]
+outbox = "out/partner"
+
+[[route_rule]]
+sender_domain = "example.com"
+recipient_domain = ["partner.example", "*.partner.example"]
+listener = "listener0"
+route = "partner"
+
+[[route_rule]]
+listener = ["a", "b"]
+route = "default"
+)");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+    ASSERT_EQ(r.config.route_rules.size(), 2u);
+    const RouteRule& first = r.config.route_rules[0];
+    EXPECT_EQ(first.sender_domains, std::vector<std::string>{"example.com"});
+    EXPECT_EQ(first.recipient_domains,
+              (std::vector<std::string>{"partner.example", "*.partner.example"}));
+    EXPECT_EQ(first.listeners, std::vector<std::string>{"listener0"});
+    EXPECT_EQ(first.route, "partner");
+    const RouteRule& second = r.config.route_rules[1];
+    EXPECT_TRUE(second.sender_domains.empty());
+    EXPECT_TRUE(second.recipient_domains.empty());
+    EXPECT_EQ(second.listeners, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(second.route, "default");
+}
+
+TEST(ConfigLoader, RouteRuleUnknownRoute) {
+    LoadResult r =
+        load(std::string(kMinimal) +
+             "[[route_rule]]\nroute = \"default\"\n[[route_rule]]\nroute = \"nowhere\"\n");
+    expect_error(r, "route_rule[1].route", 9, "unknown route \"nowhere\"");
+    EXPECT_NE(issue_for(r, "route_rule[1].route").message.find("[route.nowhere]"),
+              std::string::npos);
+    EXPECT_EQ(errors(r).size(), 1u) << dump(r);
+}
+
+TEST(ConfigLoader, RouteRuleWithoutRoute) {
+    LoadResult r =
+        load(std::string(kMinimal) + "[[route_rule]]\nrecipient_domain = \"a.example\"\n");
+    expect_error(r, "route_rule[0].route", 6, "missing");
+}
+
+TEST(ConfigLoader, RouteRuleBadDomainPatterns) {
+    LoadResult r = load(std::string(kMinimal) + R"([[route_rule]]
+sender_domain = "bad..example"
+recipient_domain = ["ok.example", "*.*.example.com"]
+route = "default"
+)");
+    expect_error(r, "route_rule[0].sender_domain", 7, "\"bad..example\" is not a domain");
+    expect_error(r, "route_rule[0].recipient_domain", 8, "\"*.*.example.com\" is not a domain");
+    ASSERT_EQ(r.config.route_rules.size(), 1u);
+    EXPECT_EQ(r.config.route_rules[0].recipient_domains, std::vector<std::string>{"ok.example"})
+        << "the good entry is kept";
+}
+
+TEST(ConfigLoader, RouteRuleNotAnArrayOfTables) {
+    LoadResult r = load("route_rule = \"default\"\n" + std::string(kMinimal));
+    expect_error(r, "route_rule", 1, "expected [[route_rule]] tables");
+}
+
+// ---- delivery modes and upstream routes ------------------------------------------------------
+
+// One listener with `listener_lines` (from line 3 on) whose route "default" relays through
+// [upstream.smarthost].
+std::string with_upstream_route(const std::string& listener_lines) {
+    return "[[listener]]\naddress = \"127.0.0.1:2525\"\n" + listener_lines +
+           "\n[route.default]\nupstream = \"smarthost\"\n\n[upstream.smarthost]\n" + kHosts;
+}
+
+TEST(ConfigLoader, QueueListenerWithUpstreamRouteRefused) {
+    LoadResult r = load(with_upstream_route("delivery = \"queue\""));
+    expect_error(r, "listener[0].delivery", 3, "set delivery = \"passthrough\"");
+    EXPECT_NE(issue_for(r, "listener[0].delivery").message.find("\"smarthost\""),
+              std::string::npos);
+    // queue is the default: reported at the listener.
+    r = load(with_upstream_route(""));
+    expect_error(r, "listener[0].delivery", 1, "passthrough");
+}
+
+TEST(ConfigLoader, PassthroughListenerWithUpstreamRoute) {
+    LoadResult r = load(with_upstream_route("delivery = \"passthrough\""));
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
+}
+
+// Listener "mx" (queue) on an outbox route, listener "submission" (passthrough), route "relay"
+// through an upstream, and one [[route_rule]] with `rule_lines` selecting "relay".
+std::string with_rule_to_upstream(const std::string& rule_lines) {
+    return R"([[listener]]
+name = "mx"
+address = "127.0.0.1:2525"
+
+[[listener]]
+name = "submission"
+address = "127.0.0.1:2587"
+delivery = "passthrough"
+
+[route.default]
+outbox = "out"
+
+[route.relay]
+upstream = "smarthost"
+
+[upstream.smarthost]
+hosts = ["smtp.example.com:587"]
+
+[[route_rule]]
+route = "relay"
+)" + rule_lines;
+}
+
+TEST(ConfigLoader, RouteRuleToUpstreamNeedsPassthrough) {
+    // A rule for every listener reaches the queue listener too.
+    LoadResult r = load(with_rule_to_upstream("recipient_domain = \"example.net\"\n"));
+    expect_error(r, "listener[0].delivery", 1, "passthrough");
+    EXPECT_NE(issue_for(r, "listener[0].delivery").message.find("\"relay\""), std::string::npos);
+    EXPECT_EQ(errors(r).size(), 1u) << dump(r);
+
+    r = load(with_rule_to_upstream("listener = [\"mx\"]\n"));
+    expect_error(r, "listener[0].delivery", 1, "passthrough");
+
+    // A rule for the passthrough listener only does not.
+    r = load(with_rule_to_upstream("listener = \"submission\"\n"));
+    EXPECT_TRUE(r.ok()) << dump(r);
+}
+
 // ---- several issues --------------------------------------------------------------------------
 
 TEST(ConfigLoader, AllErrorsReportedInFileOrder) {
@@ -594,14 +1108,15 @@ host = "x"
         "listener[0].command_timeout",
         "listener[0].max_message_size",
         "listener[0].route",
-        "upstream",
+        "upstream.smarthost.hosts",
+        "upstream.smarthost.host",
     };
     EXPECT_EQ(keys, expected) << dump(r);
     // In file order, each on its own line.
     for (size_t k = 1; k < errs.size(); ++k) {
         EXPECT_LE(errs[k - 1].line, errs[k].line) << dump(r);
     }
-    unsigned expected_lines[] = {2, 5, 8, 9, 10, 11, 12, 13, 15};
+    unsigned expected_lines[] = {2, 5, 8, 9, 10, 11, 12, 13, 15, 16};
     for (size_t k = 0; k < errs.size() && k < std::size(expected_lines); ++k) {
         EXPECT_EQ(errs[k].line, expected_lines[k]) << errs[k].to_string();
     }
