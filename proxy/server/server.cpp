@@ -1,6 +1,7 @@
 // Server start-up, accept loops and shutdown; see server.hpp.
 #include "proxy/server/server.hpp"
 
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -72,16 +73,19 @@ struct ListenerState {
                   const std::map<std::string, upstream::Outbox*>& outboxes, asio::io_context& io)
         : limits(listener.max_connections, listener.max_connections_per_ip),
           context{config, listener, ids, routes, outboxes, limits},
-          acceptor(io) {}
+          probe(io) {}
     ConnectionLimits limits;
     ListenerContext context;
-    tcp::acceptor acceptor;
+    // One acceptor per I/O thread on the same port (SO_REUSEPORT): the kernel spreads the
+    // connections and each is served where it was accepted, with no hand-over between threads.
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;  // [i] belongs to workers[i]
+    tcp::acceptor probe;  // bound without SO_REUSEPORT first, so that a port in use is noticed
 };
 
 struct Server::Impl {
     explicit Impl(const config::Config& c) : config(c), routes(c) {}
 
-    asio::awaitable<void> accept_loop(ListenerState& listener);
+    asio::awaitable<void> accept_loop(ListenerState& listener, size_t index);
     asio::awaitable<void> run_session(tcp::socket socket, ListenerState& listener, Worker& worker,
                                       config::IpAddress client, uint16_t port);
     asio::awaitable<void> shutdown(int signal_number);
@@ -102,8 +106,8 @@ struct Server::Impl {
     std::vector<std::unique_ptr<Worker>> workers;
     std::atomic<size_t> active_sessions{0};
     std::atomic<uint64_t> next_session_id{1};
-    size_t next_worker = 0;
-    bool stopping = false;  // main thread only, as the three below
+    std::atomic<bool> stopping{false};  // set on the main thread, read by the accept loops
+    // Main thread only:
     bool forced = false;
     std::chrono::steady_clock::time_point forced_at;
 };
@@ -126,12 +130,13 @@ asio::awaitable<void> Server::Impl::run_session(tcp::socket socket, ListenerStat
     --active_sessions;
 }
 
-asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener) {
+asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener, size_t index) {
+    Worker& worker = *workers[index];
+    tcp::acceptor& acceptor = *listener.acceptors[index];
     while (true) {
-        Worker& worker = *workers[next_worker++ % workers.size()];
         tcp::endpoint remote;  // filled by accept itself: no getpeername() per connection
-        auto [ec, socket] = co_await listener.acceptor.async_accept(worker.ctx, remote, kUseTuple);
-        if (stopping || !listener.acceptor.is_open()) co_return;
+        auto [ec, socket] = co_await acceptor.async_accept(remote, kUseTuple);
+        if (stopping || !acceptor.is_open()) co_return;
         if (ec) {
             // EMFILE and friends: wait a moment rather than spin, then go on accepting.
             log(LogLevel::kWarn, "accept_failed",
@@ -202,9 +207,14 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
         {{"signal", signal_number},
          {"sessions", active_sessions.load()},
          {"grace_ms", static_cast<int64_t>(config.server.shutdown_grace.count())}});
-    for (auto& l : listeners) {
-        boost::system::error_code ignored;
-        l->acceptor.close(ignored);
+    for (size_t i = 0; i < workers.size(); ++i) {
+        // Each acceptor is closed on its own thread.
+        asio::post(workers[i]->ctx, [this, i] {
+            for (auto& l : listeners) {
+                boost::system::error_code ignored;
+                l->acceptors[i]->close(ignored);
+            }
+        });
     }
     tell_sessions(false);
     const auto grace_end = std::chrono::steady_clock::now() + config.server.shutdown_grace;
@@ -227,6 +237,9 @@ int Server::run() {
     ::signal(SIGPIPE, SIG_IGN);
     // A file-size limit must fail the write (EFBIG -> 451), not kill the server.
     ::signal(SIGXFSZ, SIG_IGN);
+    // Sessions allocate and free buffers of tens of KiB per message; without this, glibc gives
+    // the top of each thread's heap back with madvise() after nearly every message.
+    ::mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
     // One descriptor per connection: take the hard limit, as max_connections may need it.
     rlimit files{};
     if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
@@ -276,12 +289,24 @@ int Server::run() {
             std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets, main_ctx);
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
-        tcp::acceptor& a = state->acceptor;
-        if (!ec) a.open(endpoint.protocol(), ec);
-        if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
-        if (!ec && endpoint.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
-        if (!ec) a.bind(endpoint, ec);
-        if (!ec) a.listen(kListenBacklog, ec);
+        auto open = [&](tcp::acceptor& a, bool reuse_port) {
+            if (!ec) a.open(endpoint.protocol(), ec);
+            if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+            if (!ec && reuse_port) {
+                a.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true),
+                             ec);
+            }
+            if (!ec && endpoint.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
+            if (!ec) a.bind(endpoint, ec);
+            if (!ec && reuse_port) a.listen(kListenBacklog, ec);
+        };
+        // A plain bind fails when anyone, another postern included, listens on the port.
+        open(state->probe, false);
+        if (!ec) state->probe.close(ec);
+        for (auto& w : s.workers) {
+            state->acceptors.push_back(std::make_unique<tcp::acceptor>(w->ctx));
+            open(*state->acceptors.back(), true);
+        }
         if (ec) {
             log(LogLevel::kError, "startup_failed",
                 {{"listener", lc.name},
@@ -300,7 +325,9 @@ int Server::run() {
         s.listeners.push_back(std::move(state));
     }
     for (auto& l : s.listeners) {
-        asio::co_spawn(main_ctx, s.accept_loop(*l), asio::detached);
+        for (size_t i = 0; i < s.workers.size(); ++i) {
+            asio::co_spawn(s.workers[i]->ctx, s.accept_loop(*l, i), asio::detached);
+        }
     }
     for (auto& w : s.workers) {
         asio::co_spawn(w->ctx, s.sweep_deadlines(*w), asio::detached);

@@ -529,6 +529,11 @@ asio::awaitable<void> Session::on_data(std::string_view args) {
         co_return reply(transaction_.rcpt_attempts ? replies::kNoValidRecipients
                                                    : replies::kNeedRcpt);
     }
+    if (transaction_.upstream) {
+        if (upstream::ClientFailure f = co_await transaction_.upstream->announce_data()) {
+            transaction_.upstream_failure = f.reason;
+        }
+    }
     if (!transaction_.upstream_failure.empty()) {
         upstream_unavailable(transaction_.upstream_failure);
         co_return reset_transaction();
@@ -712,7 +717,11 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
              {"upstream", t.route->upstream},
              {"reply",
               std::to_string(refusal->code) + " " + refusal->enhanced + " " + refusal->text}});
-        t.upstream->abandon_transaction();
+        if (t.upstream->in_data()) {
+            t.upstream->close();  // DATA is out already: only closing can take it back
+        } else {
+            t.upstream->abandon_transaction();
+        }
         co_return reply(*refusal);
     }
     upstream::ClientReply result = co_await t.upstream->send_message(header, body_);

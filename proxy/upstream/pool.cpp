@@ -68,7 +68,7 @@ void UpstreamPool::give_back(std::unique_ptr<SmtpClient> client) {
         wake_waiter();
         return;
     }
-    if (!client->broken() && !shutting_down_) {
+    if (!client->broken() && !client->in_data() && !shutting_down_) {
         retire(std::move(client));  // used up (max_messages_per_connection): say QUIT
         return;
     }

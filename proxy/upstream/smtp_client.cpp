@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <stdexcept>
+#include <utility>
 
 #include "proxy/config/cidr.hpp"
 #include "proxy/smtp/base64.hpp"
@@ -446,6 +447,13 @@ asio::awaitable<ClientReply> SmtpClient::rcpt(const smtp::RcptTo& rcpt) {
     co_return co_await command(line.value, config_.command_timeout, "rcpt");
 }
 
+asio::awaitable<ClientFailure> SmtpClient::announce_data() {
+    if (caps_.chunking || data_announced_) co_return ClientFailure{};
+    in_data_ = true;
+    data_announced_ = true;
+    co_return co_await write("DATA\r\n", config_.command_timeout, "data");
+}
+
 asio::awaitable<ClientReply> SmtpClient::send_message(std::string_view header,
                                                       std::string_view body) {
     in_data_ = true;
@@ -461,7 +469,11 @@ asio::awaitable<ClientReply> SmtpClient::send_message(std::string_view header,
         }
         r = co_await read_reply(config_.data_done_timeout, "data");
     } else {
-        r = co_await command("DATA\r\n", config_.data_init_timeout, "data");
+        if (std::exchange(data_announced_, false)) {
+            r = co_await read_reply(config_.data_init_timeout, "data");
+        } else {
+            r = co_await command("DATA\r\n", config_.data_init_timeout, "data");
+        }
         if (!r.ok()) co_return r;
         if (r.reply.code != 354) {
             in_data_ = false;

@@ -94,6 +94,9 @@ class SmtpClient {
     asio::awaitable<TransactionStart> begin(const smtp::MailCommandInput& mail,
                                             const smtp::RcptTo& rcpt);
     asio::awaitable<ClientReply> rcpt(const smtp::RcptTo& rcpt);
+    // Sends DATA ahead, when the message will go by DATA, so that the 354 round trip overlaps
+    // the client's sending of the body. send_message() then reads the 354.
+    asio::awaitable<ClientFailure> announce_data();
     // The message (our header, then the client's content): BDAT LAST when CHUNKING is offered,
     // else DATA and the dot-stuffed payload. The reply is the server's verdict on the message.
     asio::awaitable<ClientReply> send_message(std::string_view header, std::string_view body);
@@ -106,6 +109,8 @@ class SmtpClient {
     // Not broken, in no transaction, under max_messages_per_connection.
     bool reusable() const;
     bool broken() const { return broken_; }
+    // Between DATA/BDAT and the reply to the message: the connection is only good for closing.
+    bool in_data() const { return in_data_; }
     const smtp::Capabilities& capabilities() const { return caps_; }
     const std::string& peer() const { return peer_; }        // "host:port" as configured
     const std::string& address() const { return address_; }  // "ip:port" connected to
@@ -148,8 +153,9 @@ class SmtpClient {
     std::string in_;
     smtp::Capabilities caps_;
     bool broken_ = false;
-    bool dirty_ = false;    // a transaction was left open: RSET before the next
-    bool in_data_ = false;  // between DATA/BDAT and its reply: not reusable if interrupted
+    bool dirty_ = false;           // a transaction was left open: RSET before the next
+    bool in_data_ = false;         // between DATA/BDAT and its reply: not reusable if interrupted
+    bool data_announced_ = false;  // DATA sent by announce_data(), its reply not read yet
     unsigned transactions_ = 0;
     Io io_ = Io::kNone;
     bool timed_out_ = false;

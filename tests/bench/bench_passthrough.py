@@ -46,11 +46,12 @@ def stop_sink(proc):
     return int(counts[-1]) if counts else 0
 
 
-def start_postern(binary, workdir, port, sink_port, level):
+def start_postern(binary, workdir, port, sink_port, level, threads=0):
     config = os.path.join(workdir, f"passthrough-{port}.toml")
     with open(config, "w") as f:
         f.write(f"""[server]
 hostname = "bench.localdomain"
+threads = {threads}
 [log]
 level = "{level}"
 [[listener]]
