@@ -445,11 +445,18 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
 void Session::relay_reply(const smtp::ServerReply& r) {
     std::string enhanced = r.enhanced;
     if (enhanced.empty()) enhanced = std::to_string(r.code / 100) + ".0.0";  // we advertise
-    const std::string sep = esmtp_ ? " " + enhanced + " " : " ";
+    // The upstream's text goes to our client: no terminal escapes or other controls with it.
+    auto clean = [](std::string text) {
+        for (char& c : text) {
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+        }
+        return text;
+    };
     for (size_t i = 0; i + 1 < r.lines.size(); ++i) {
-        out_ += std::to_string(r.code) + "-" + (esmtp_ ? enhanced + " " : "") + r.lines[i] + "\r\n";
+        out_ += std::to_string(r.code) + "-" + (esmtp_ ? enhanced + " " : "") + clean(r.lines[i]) +
+                "\r\n";
     }
-    smtp::Reply last{r.code, enhanced, r.lines.empty() ? std::string() : r.lines.back()};
+    smtp::Reply last{r.code, enhanced, r.lines.empty() ? std::string() : clean(r.lines.back())};
     // A refusal of the upstream's is not the client's protocol error, but a 5xx still counts
     // toward max_errors as any refused recipient does.
     reply(last, r.code >= 500);

@@ -31,6 +31,8 @@ std::optional<std::string> base64_decode(std::string_view text) {
     size_t padding = 0;
     if (!text.empty() && text.back() == '=') padding = text[text.size() - 2] == '=' ? 2 : 1;
     out.resize(static_cast<size_t>(n) - padding);
+    // Canonical only: the unused bits before the padding must be zero ("Zh==" is not "f").
+    if (base64_encode(out) != text) return std::nullopt;
     return out;
 }
 

@@ -33,7 +33,7 @@ void add_mechanisms(Capabilities& caps, const std::vector<std::string_view>& mec
                     size_t first) {
     for (size_t i = first; i < mechanisms.size(); ++i) {
         std::string m = upper(mechanisms[i]);
-        if (!caps.offers_auth(m)) caps.auth.push_back(std::move(m));
+        if (!m.empty() && !caps.offers_auth(m)) caps.auth.push_back(std::move(m));
     }
 }
 

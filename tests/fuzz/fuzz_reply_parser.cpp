@@ -1,11 +1,13 @@
-// Fuzzes the client side of the wire protocol: server replies (bounded, strict CRLF) and the
-// DATA payload encoder, whose output the strict server-side reader must always read back as
-// exactly one message.
+// Fuzzes the client side of the wire protocol: server replies (bounded, strict CRLF), EHLO
+// capabilities, base64 (SASL) and the DATA payload encoder, whose output the strict server-side
+// reader must always read back as exactly one message.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "proxy/smtp/base64.hpp"
+#include "proxy/smtp/capabilities.hpp"
 #include "proxy/smtp/data_reader.hpp"
 #include "proxy/smtp/dot_stuffing.hpp"
 #include "proxy/smtp/reply_parser.hpp"
@@ -23,6 +25,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         // Any shorter prefix of a complete reply is incomplete, never a different reply.
         auto shorter = ReplyParser::next(input.substr(0, r.consumed - 1));
         if (shorter.status == ReplyParser::Status::kReply) std::abort();
+        // Whatever a server says in its EHLO reply, the capabilities are well formed.
+        Capabilities caps = parse_ehlo_reply(r.reply);
+        for (const std::string& m : caps.auth) {
+            if (m.empty() || m.find(' ') != std::string::npos) std::abort();
+        }
+    }
+
+    // Base64: decoding accepts only canonical text, which encodes back to itself.
+    if (auto decoded = base64_decode(input)) {
+        if (base64_encode(*decoded) != input) std::abort();
     }
 
     std::string payload;
