@@ -738,6 +738,20 @@ LoadResult walk(const toml::table& root, const std::string& name) {
             c.listeners.push_back(std::move(l));
             ++index;
         }
+        // A rule naming a listener that does not exist would silently never match.
+        if (const toml::node* rules = root.get("route_rule");
+            rules && rules->is_array_of_tables()) {
+            size_t r = 0;
+            for (const toml::node& node : *rules->as_array()) {
+                std::string path = "route_rule[" + std::to_string(r) + "]";
+                for (const std::string& name : c.route_rules.at(r).listeners) {
+                    if (names.count(name)) continue;
+                    w.error(node.as_table()->get("listener")->source(), path + ".listener",
+                            "unknown listener \"" + name + "\"");
+                }
+                ++r;
+            }
+        }
     }
 
     if (c.server.threads == 0) {

@@ -27,6 +27,19 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kCommandChunk = 1024;       // read size while waiting for commands
 constexpr size_t kDataChunk = 64 * 1024;     // read size while receiving message data
 constexpr size_t kKeepCapacity = 16 * 1024;  // buffers above this are released when idle
+constexpr size_t kStreamPiece = 256 * 1024;  // passthrough: body octets sent upstream at once
+
+// The refusal for a message whose content breaks the listener's rules, known from its flags.
+std::optional<smtp::Reply> content_refusal(const smtp::DataReader::Flags& flags,
+                                           smtp::BareLineEndPolicy bare_lf) {
+    if (flags.too_big) return replies::kMessageTooBig;
+    if (flags.nul) return replies::kNulInData;
+    if (flags.bare_line_end && bare_lf == smtp::BareLineEndPolicy::kReject) {
+        return replies::kBareLineEnd;
+    }
+    if (flags.long_line) return replies::kDataLineTooLong;
+    return std::nullopt;
+}
 
 bool relay_needs_trust(config::RelayPolicy policy) {
     // AUTH is not implemented yet, so "trusted_or_authenticated" admits the trusted only.
@@ -453,10 +466,13 @@ void Session::relay_reply(const smtp::ServerReply& r) {
         return text;
     };
     for (size_t i = 0; i + 1 < r.lines.size(); ++i) {
-        out_ += std::to_string(r.code) + "-" + (esmtp_ ? enhanced + " " : "") + clean(r.lines[i]) +
-                "\r\n";
+        out_ += std::to_string(r.code == 421 ? 451 : r.code) + "-" +
+                (esmtp_ ? enhanced + " " : "") + clean(r.lines[i]) + "\r\n";
     }
-    smtp::Reply last{r.code, enhanced, r.lines.empty() ? std::string() : clean(r.lines.back())};
+    // An upstream's 421 closes the upstream connection, not our client's session: the client
+    // hears a plain transient failure.
+    const int code = r.code == 421 ? 451 : r.code;
+    smtp::Reply last{code, enhanced, r.lines.empty() ? std::string() : clean(r.lines.back())};
     // A refusal of the upstream's is not the client's protocol error, but a 5xx still counts
     // toward max_errors as any refused recipient does.
     reply(last, r.code >= 500);
@@ -509,6 +525,7 @@ asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
             t.upstream.release();
             co_return relay_reply(start.mail);
         }
+        t.upstream_caps = t.upstream->capabilities();
         result.reply = std::move(start.rcpt);
     } else {
         result = co_await t.upstream->rcpt(rcpt);
@@ -557,12 +574,13 @@ asio::awaitable<void> Session::on_data(std::string_view args) {
                             ctx_.listener.max_message_size, body_);
     in_.consume(reader.feed(in_.view()));
     while (!reader.done()) {
+        co_await stream_body(reader);
         ReadOutcome outcome = co_await read_more(ctx_.listener.data_timeout, kDataChunk);
         if (!handle_read_failure(outcome)) co_return;
         in_.consume(reader.feed(in_.view()));
     }
     in_.shrink(kCommandChunk);
-    co_await complete_transaction(reader.flags());
+    co_await complete_transaction(reader);
 }
 
 asio::awaitable<void> Session::on_bdat(std::string_view args) {
@@ -635,52 +653,96 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
         co_return;
     }
     if (!last) {
+        co_await stream_body(*transaction_.chunk_reader);
         reply({250, "2.0.0", std::to_string(size) + " octets received"});
         co_return;
     }
     transaction_.chunk_reader->finish();
-    smtp::DataReader::Flags flags = transaction_.chunk_reader->flags();
-    co_await complete_transaction(flags);
+    co_await complete_transaction(*transaction_.chunk_reader);
 }
 
-asio::awaitable<void> Session::complete_transaction(const smtp::DataReader::Flags& flags) {
-    const config::ListenerConfig& l = ctx_.listener;
-    std::optional<smtp::Reply> refusal;
-    if (flags.too_big) {
-        refusal = replies::kMessageTooBig;
-    } else if (flags.nul) {
-        refusal = replies::kNulInData;
-    } else if (flags.bare_line_end && l.bare_lf == smtp::BareLineEndPolicy::kReject) {
-        refusal = replies::kBareLineEnd;
-    } else if (flags.long_line) {
-        refusal = replies::kDataLineTooLong;
+queue::Envelope Session::make_envelope() {
+    Transaction& t = transaction_;
+    if (t.queue_id.empty()) {
+        t.queue_id = ctx_.ids.next();
+        t.received_at = std::chrono::system_clock::now();
     }
-    if (refusal) {
-        reply(*refusal);
-        reset_transaction();
-        co_return;
-    }
-
     queue::Envelope envelope;
-    envelope.queue_id = ctx_.ids.next();
-    envelope.mail_from = std::move(transaction_.mail);
-    envelope.recipients = std::move(transaction_.recipients);
+    envelope.queue_id = t.queue_id;
+    envelope.mail_from = t.mail;
+    envelope.recipients = t.recipients;
     envelope.client_ip = client_text_;
     envelope.client_port = client_port_;
     envelope.helo = helo_;
     envelope.protocol = std::string(envelope.mail_from.params.smtputf8 ? "UTF8SMTP"
                                     : esmtp_                           ? "ESMTP"
                                                                        : "SMTP");
-    envelope.listener = l.name;
-    envelope.received_at = std::chrono::system_clock::now();
-    std::string header = received_header(envelope, ctx_.config.server.hostname);
+    envelope.listener = ctx_.listener.name;
+    envelope.received_at = t.received_at;
+    return envelope;
+}
 
+asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& reader) {
+    if (auto refusal = content_refusal(reader.flags(), ctx_.listener.bare_lf)) {
+        reply(*refusal);
+        reset_transaction();
+        co_return;
+    }
+    queue::Envelope envelope = make_envelope();
+    std::string header = received_header(envelope, ctx_.config.server.hostname);
     if (!transaction_.route->upstream.empty()) {
-        co_await relay_message(envelope, header, flags.eight_bit);
+        co_await relay_message(envelope, header, reader);
     } else {
         co_await store_message(envelope, header);
     }
     reset_transaction();
+}
+
+asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
+    Transaction& t = transaction_;
+    if (!t.route || t.route->upstream.empty() || body_.size() < kStreamPiece) co_return;
+    if (!t.upstream || !t.upstream_failure.empty() || t.upstream_final) {
+        body_.clear();  // the message cannot go anywhere now: its end gets the reason
+        co_return;
+    }
+    const uint64_t so_far = reader.size();
+    if (content_refusal(reader.flags(), ctx_.listener.bare_lf) ||
+        smtp::check_message_fits(t.mail, so_far, reader.flags().eight_bit, t.upstream_caps)) {
+        // The message will be refused at its end. A DATA that never ends is never delivered:
+        // closing the connection is how the upstream is told to drop it.
+        t.upstream->close();
+        t.upstream.release();
+        body_.clear();
+        co_return;
+    }
+    auto fail = [&](const upstream::ClientFailure& f) {
+        t.upstream_failure = f.reason;
+        log(LogLevel::kWarn, "relay_deferred",
+            {{"conn", id_},
+             {"queue_id", t.queue_id},
+             {"upstream", t.route->upstream},
+             {"host", t.upstream->peer()},
+             {"stage", f.stage},
+             {"reason", f.reason}});
+        t.upstream.release();
+        body_.clear();
+    };
+    if (!t.stream_started) {
+        t.stream_started = true;
+        queue::Envelope envelope = make_envelope();
+        upstream::ClientReply r = co_await t.upstream->start_message(
+            received_header(envelope, ctx_.config.server.hostname));
+        if (!r.ok()) co_return fail(r.failure);
+        if (r.reply.code != 0) {
+            t.upstream_final = std::move(r.reply);
+            body_.clear();
+            co_return;
+        }
+    }
+    upstream::ClientReply r = co_await t.upstream->send_part(body_);
+    body_.clear();
+    if (!r.ok()) co_return fail(r.failure);
+    if (r.reply.code != 0) t.upstream_final = std::move(r.reply);
 }
 
 asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const std::string& header) {
@@ -709,29 +771,47 @@ asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const st
 }
 
 asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const std::string& header,
-                                             bool eight_bit) {
+                                             const smtp::DataReader& reader) {
     Transaction& t = transaction_;
-    if (!t.upstream_failure.empty() || !t.upstream) {
-        co_return upstream_unavailable(t.upstream_failure.empty() ? "connection lost"
-                                                                  : t.upstream_failure);
-    }
-    const uint64_t size = header.size() + body_.size();
-    if (auto refusal = smtp::check_message_fits(envelope.mail_from, size, eight_bit,
-                                                t.upstream->capabilities())) {
-        log(LogLevel::kInfo, "relay_refused",
+    const uint64_t size = header.size() + reader.size();
+    auto log_refused = [&](const std::string& reply_text) {
+        log(LogLevel::kWarn, "relay_refused",
             {{"conn", id_},
              {"queue_id", envelope.queue_id},
+             {"from", envelope.mail_from.sender.mailbox()},
+             {"nrcpt", envelope.recipients.size()},
+             {"size", size},
+             {"route", t.route->name},
              {"upstream", t.route->upstream},
-             {"reply",
-              std::to_string(refusal->code) + " " + refusal->enhanced + " " + refusal->text}});
-        if (t.upstream->in_data()) {
+             {"reply", reply_text}});
+    };
+    if (t.upstream_final) {
+        // The upstream refused the message before its end (DATA or a BDAT chunk refused).
+        log_refused(upstream::describe(*t.upstream_final));
+        if (t.upstream) t.upstream->abandon_transaction();
+        co_return relay_reply(*t.upstream_final);
+    }
+    if (auto refusal = smtp::check_message_fits(envelope.mail_from, size, reader.flags().eight_bit,
+                                                t.upstream_caps)) {
+        log_refused(std::to_string(refusal->code) + " " + refusal->enhanced + " " + refusal->text);
+        if (t.upstream && t.upstream->in_data()) {
             t.upstream->close();  // DATA is out already: only closing can take it back
-        } else {
+        } else if (t.upstream) {
             t.upstream->abandon_transaction();
         }
         co_return reply(*refusal);
     }
-    upstream::ClientReply result = co_await t.upstream->send_message(header, body_);
+    if (!t.upstream_failure.empty() || !t.upstream) {
+        co_return upstream_unavailable(t.upstream_failure.empty() ? "connection lost"
+                                                                  : t.upstream_failure);
+    }
+    // Not a conditional expression: GCC 12 miscompiles co_await inside ?: (double free).
+    upstream::ClientReply result;
+    if (t.stream_started) {
+        result = co_await t.upstream->finish_message(body_);
+    } else {
+        result = co_await t.upstream->send_message(header, body_);
+    }
     if (!result.ok()) {
         log(LogLevel::kWarn, "relay_deferred",
             {{"conn", id_},
@@ -743,7 +823,13 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
         co_return upstream_unavailable(result.failure.reason);
     }
     const bool delivered = result.reply.code >= 200 && result.reply.code < 300;
-    log(delivered ? LogLevel::kInfo : LogLevel::kWarn, delivered ? "relayed" : "relay_refused",
+    if (!delivered) {
+        log_refused(upstream::describe(result.reply));
+        co_return relay_reply(result.reply);
+    }
+    ++messages_;
+    errors_ = 0;
+    log(LogLevel::kInfo, "relayed",
         {{"conn", id_},
          {"queue_id", envelope.queue_id},
          {"from", envelope.mail_from.sender.mailbox()},
@@ -753,10 +839,6 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
          {"upstream", t.route->upstream},
          {"host", t.upstream->peer()},
          {"reply", upstream::describe(result.reply)}});
-    if (delivered) {
-        ++messages_;
-        errors_ = 0;
-    }
     relay_reply(result.reply);
 }
 

@@ -93,6 +93,14 @@ class Session {
         upstream::UpstreamPool* pool = nullptr;
         upstream::Lease upstream;
         std::string upstream_failure;
+        smtp::Capabilities upstream_caps;  // of the connection the transaction started on
+        // Streaming the body upstream (passthrough): started, and the upstream's final word
+        // when it refused the message before its end.
+        bool stream_started = false;
+        std::optional<smtp::ServerReply> upstream_final;
+        // Given once, when the message is first needed (stream start or end of data).
+        std::string queue_id;
+        std::chrono::system_clock::time_point received_at;
     };
 
     // Reads up to `chunk` more octets into in_, waiting at most `timeout` (or until `deadline`).
@@ -109,14 +117,18 @@ class Session {
     // RCPT through the transaction's upstream: opens the upstream transaction at the first one.
     asio::awaitable<void> relay_rcpt(const smtp::RcptTo& rcpt);
     asio::awaitable<void> relay_message(queue::Envelope& envelope, const std::string& header,
-                                        bool eight_bit);
+                                        const smtp::DataReader& reader);
     asio::awaitable<void> store_message(queue::Envelope& envelope, const std::string& header);
     // The upstream's reply as the client's (enhanced code added after EHLO when it had none).
     void relay_reply(const smtp::ServerReply& r);
     void upstream_unavailable(const std::string& reason);
     asio::awaitable<void> on_data(std::string_view args);
     asio::awaitable<void> on_bdat(std::string_view args);
-    asio::awaitable<void> complete_transaction(const smtp::DataReader::Flags& flags);
+    asio::awaitable<void> complete_transaction(const smtp::DataReader& reader);
+    // Passthrough: sends what body_ holds on to the upstream once it is large enough, so that
+    // a big message is never whole in memory.
+    asio::awaitable<void> stream_body(const smtp::DataReader& reader);
+    queue::Envelope make_envelope();
     // Ends the session on a read that brought no data; returns false when it did.
     bool handle_read_failure(ReadOutcome outcome);
 

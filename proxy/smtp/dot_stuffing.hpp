@@ -9,6 +9,19 @@
 
 namespace postern::smtp {
 
+// Encodes a message given in pieces of any size (a piece may end inside a CRLF).
+class DotStuffer {
+  public:
+    // Appends the encoding of the next piece of the message to `out`.
+    void append(std::string_view piece, std::string& out);
+    // Appends the end: a CRLF if the message did not end with a line end, then ".\r\n".
+    void finish(std::string& out);
+
+  private:
+    bool line_start_ = true;
+    bool skip_lf_ = false;  // the last piece ended with CR, already sent as CRLF
+};
+
 // Appends the payload for `message` to `out`, terminating ".\r\n" included.
 void append_dot_stuffed(std::string_view message, std::string& out);
 

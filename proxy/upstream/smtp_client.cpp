@@ -454,46 +454,82 @@ asio::awaitable<ClientFailure> SmtpClient::announce_data() {
     co_return co_await write("DATA\r\n", config_.command_timeout, "data");
 }
 
-asio::awaitable<ClientReply> SmtpClient::send_message(std::string_view header,
-                                                      std::string_view body) {
+asio::awaitable<ClientReply> SmtpClient::start_message(std::string_view header) {
     in_data_ = true;
+    header_.assign(header);
+    stuffer_ = smtp::DotStuffer{};
+    if (caps_.chunking) co_return ClientReply{};  // BDAT needs no go-ahead
     ClientReply r;
-    if (caps_.chunking) {
-        // One chunk: BDAT needs no dot-stuffing and no 354 round trip (RFC 3030).
-        std::string command = "BDAT " + std::to_string(header.size() + body.size()) + " LAST\r\n";
-        std::vector<asio::const_buffer> buffers = {asio::buffer(command),
-                                                   asio::buffer(header.data(), header.size()),
-                                                   asio::buffer(body.data(), body.size())};
-        if (ClientFailure f = co_await write(buffers, config_.data_block_timeout, "data")) {
-            co_return ClientReply{{}, f};
-        }
-        r = co_await read_reply(config_.data_done_timeout, "data");
+    if (std::exchange(data_announced_, false)) {
+        r = co_await read_reply(config_.data_init_timeout, "data");
     } else {
-        if (std::exchange(data_announced_, false)) {
-            r = co_await read_reply(config_.data_init_timeout, "data");
-        } else {
-            r = co_await command("DATA\r\n", config_.data_init_timeout, "data");
-        }
-        if (!r.ok()) co_return r;
-        if (r.reply.code != 354) {
-            in_data_ = false;
-            co_return r;  // the transaction is still open: the caller abandons it
-        }
-        std::string payload;
-        payload.reserve(header.size() + body.size() + body.size() / 64 + 8);
-        payload += header;
-        smtp::append_dot_stuffed(body, payload);
-        if (ClientFailure f = co_await write(payload, config_.data_block_timeout, "data")) {
+        r = co_await command("DATA\r\n", config_.data_init_timeout, "data");
+    }
+    if (!r.ok()) co_return r;
+    if (r.reply.code != 354) {
+        in_data_ = false;  // the transaction is still open: the caller abandons it
+        co_return r;
+    }
+    co_return ClientReply{};
+}
+
+asio::awaitable<ClientReply> SmtpClient::send_part(std::string_view piece) {
+    if (piece.empty()) co_return ClientReply{};
+    if (caps_.chunking) {
+        // RFC 3030 2: each chunk is acknowledged; a refusal ends the message.
+        std::string command = "BDAT " + std::to_string(header_.size() + piece.size()) + "\r\n";
+        std::vector<asio::const_buffer> buffers = {asio::buffer(command), asio::buffer(header_),
+                                                   asio::buffer(piece.data(), piece.size())};
+        if (ClientFailure f =
+                co_await write(std::move(buffers), config_.data_block_timeout, "data")) {
             co_return ClientReply{{}, f};
         }
-        r = co_await read_reply(config_.data_done_timeout, "data");
+        header_.clear();
+        ClientReply r = co_await read_reply(config_.data_block_timeout, "data");
+        if (r.ok() && r.reply.code == 250) co_return ClientReply{};
+        if (r.ok()) in_data_ = false;  // refused: the transaction is over
+        co_return r;
     }
+    std::string payload = std::move(header_);
+    header_.clear();
+    stuffer_.append(piece, payload);
+    if (ClientFailure f = co_await write(payload, config_.data_block_timeout, "data")) {
+        co_return ClientReply{{}, f};
+    }
+    co_return ClientReply{};
+}
+
+asio::awaitable<ClientReply> SmtpClient::finish_message(std::string_view last_piece) {
+    ClientFailure failure;
+    if (caps_.chunking) {
+        std::string command =
+            "BDAT " + std::to_string(header_.size() + last_piece.size()) + " LAST\r\n";
+        std::vector<asio::const_buffer> buffers = {
+            asio::buffer(command), asio::buffer(header_),
+            asio::buffer(last_piece.data(), last_piece.size())};
+        failure = co_await write(std::move(buffers), config_.data_block_timeout, "data");
+    } else {
+        std::string payload = std::move(header_);
+        stuffer_.append(last_piece, payload);
+        stuffer_.finish(payload);
+        failure = co_await write(payload, config_.data_block_timeout, "data");
+    }
+    if (failure) co_return ClientReply{{}, failure};
+    header_.clear();
+    ClientReply r = co_await read_reply(config_.data_done_timeout, "data");
     if (r.ok()) {
         in_data_ = false;
         dirty_ = false;  // the end of data ends the transaction whatever the reply
         ++transactions_;
     }
     co_return r;
+}
+
+asio::awaitable<ClientReply> SmtpClient::send_message(std::string_view header,
+                                                      std::string_view body) {
+    ClientReply r = co_await start_message(header);
+    if (!r.ok() || r.reply.code != 0) co_return r;
+    co_return co_await finish_message(body);
 }
 
 asio::awaitable<void> SmtpClient::quit() {

@@ -22,6 +22,7 @@
 #include "proxy/config/config.hpp"
 #include "proxy/smtp/capabilities.hpp"
 #include "proxy/smtp/client_commands.hpp"
+#include "proxy/smtp/dot_stuffing.hpp"
 #include "proxy/smtp/reply_parser.hpp"
 
 namespace postern::upstream {
@@ -97,9 +98,16 @@ class SmtpClient {
     // Sends DATA ahead, when the message will go by DATA, so that the 354 round trip overlaps
     // the client's sending of the body. send_message() then reads the 354.
     asio::awaitable<ClientFailure> announce_data();
-    // The message (our header, then the client's content): BDAT LAST when CHUNKING is offered,
-    // else DATA and the dot-stuffed payload. The reply is the server's verdict on the message.
+    // The message (our header, then the client's content): BDAT when CHUNKING is offered, else
+    // DATA and the dot-stuffed payload. The final reply is the server's verdict on the message.
+    // All at once:
     asio::awaitable<ClientReply> send_message(std::string_view header, std::string_view body);
+    // Or streamed: start_message(header), then send_part() for each piece as it arrives, then
+    // finish_message() with the last piece. start_message and send_part give a reply with
+    // code 0 to mean "go on"; any other reply is final (the server refused, or a failure).
+    asio::awaitable<ClientReply> start_message(std::string_view header);
+    asio::awaitable<ClientReply> send_part(std::string_view piece);
+    asio::awaitable<ClientReply> finish_message(std::string_view last_piece);
     // Leaves the transaction (RSET is sent before the next one).
     void abandon_transaction() { dirty_ = true; }
     // QUIT, waiting briefly for the reply, then close.
@@ -156,6 +164,8 @@ class SmtpClient {
     bool dirty_ = false;           // a transaction was left open: RSET before the next
     bool in_data_ = false;         // between DATA/BDAT and its reply: not reusable if interrupted
     bool data_announced_ = false;  // DATA sent by announce_data(), its reply not read yet
+    std::string header_;           // our header, sent with the first piece of the message
+    smtp::DotStuffer stuffer_;     // DATA encoding state across pieces
     unsigned transactions_ = 0;
     Io io_ = Io::kNone;
     bool timed_out_ = false;

@@ -944,6 +944,19 @@ upstream = "nowhere"
               std::string::npos);
 }
 
+TEST(ConfigLoader, RouteRuleUnknownListener) {
+    // A typo in a listener name would make the rule silently never match.
+    LoadResult r = load(std::string(kMinimal) + R"(
+[[route_rule]]
+listener = ["listener0", "listner1"]
+route = "default"
+)");
+    EXPECT_FALSE(r.ok());
+    const ConfigIssue& issue = issue_for(r, "route_rule[0].listener");
+    EXPECT_NE(issue.message.find("unknown listener \"listner1\""), std::string::npos)
+        << dump(r);
+}
+
 TEST(ConfigLoader, RouteRulesRead) {
     LoadResult r = load(std::string(kMinimal) + R"(
 [route.partner]
@@ -956,7 +969,7 @@ listener = "listener0"
 route = "partner"
 
 [[route_rule]]
-listener = ["a", "b"]
+listener = ["listener0"]
 route = "default"
 )");
     ASSERT_TRUE(r.ok()) << dump(r);
@@ -971,7 +984,7 @@ route = "default"
     const RouteRule& second = r.config.route_rules[1];
     EXPECT_TRUE(second.sender_domains.empty());
     EXPECT_TRUE(second.recipient_domains.empty());
-    EXPECT_EQ(second.listeners, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(second.listeners, (std::vector<std::string>{"listener0"}));
     EXPECT_EQ(second.route, "default");
 }
 
