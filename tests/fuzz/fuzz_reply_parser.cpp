@@ -39,6 +39,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     std::string payload;
     append_dot_stuffed(input, payload);
+    // Streamed in two pieces, cut where the first octet says, the payload is the same.
+    if (size > 0) {
+        size_t cut = data[0] % (size + 1);
+        DotStuffer stuffer;
+        std::string pieces;
+        stuffer.append(input.substr(0, cut), pieces);
+        stuffer.append(input.substr(cut), pieces);
+        stuffer.finish(pieces);
+        if (pieces != payload) std::abort();
+    }
     std::string decoded;
     DataReader reader(DataReader::Mode::kDotStuffed, BareLineEndPolicy::kReject, 1 << 24, decoded);
     size_t used = reader.feed(payload);

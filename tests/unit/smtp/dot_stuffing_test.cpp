@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "proxy/smtp/data_reader.hpp"
 
@@ -63,6 +64,34 @@ TEST(DotStuffing, RoundTripThroughTheStrictReader) {
             expected += "\r\n";
         }
         EXPECT_EQ(decoded, expected) << m;
+    }
+}
+
+// Streaming: a message given in pieces, cut anywhere (inside a CRLF, before a dot), encodes
+// exactly as the whole message does.
+TEST(DotStuffer, PiecesEncodeAsTheWhole) {
+    const std::vector<std::string> messages = {
+        "Subject: x\r\n\r\n.dot\r\n..two\r\n.\r\nend\r\n",
+        "a\rb\nc\r\n.d\r",
+        ".\r\n.\r\n",
+        "no line end",
+        "\r\r\n\n.",
+    };
+    for (const std::string& m : messages) {
+        std::string whole;
+        append_dot_stuffed(m, whole);
+        for (size_t cut1 = 0; cut1 <= m.size(); ++cut1) {
+            for (size_t cut2 = cut1; cut2 <= m.size(); ++cut2) {
+                DotStuffer stuffer;
+                std::string pieces;
+                stuffer.append(std::string_view(m).substr(0, cut1), pieces);
+                stuffer.append(std::string_view(m).substr(cut1, cut2 - cut1), pieces);
+                stuffer.append(std::string_view(), pieces);  // an empty piece changes nothing
+                stuffer.append(std::string_view(m).substr(cut2), pieces);
+                stuffer.finish(pieces);
+                EXPECT_EQ(pieces, whole) << "cuts " << cut1 << "," << cut2 << " of " << m;
+            }
+        }
     }
 }
 
