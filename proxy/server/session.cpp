@@ -455,32 +455,43 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     reply(replies::kRecipientOk);
 }
 
+namespace {
+
+// Text from an upstream on its way to our client: no terminal escapes or other controls, and
+// short enough that the reply line stays within 512 octets (RFC 5321 4.5.3.1.5) with the
+// "code-enhanced " prefix (at most 10 octets) and CRLF.
+std::string client_safe(std::string_view text) {
+    constexpr size_t kMaxText = smtp::kMaxReplyLine - 12;
+    std::string out(text.substr(0, kMaxText));
+    for (char& c : out) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    return out;
+}
+
+}  // namespace
+
 void Session::relay_reply(const smtp::ServerReply& r) {
     std::string enhanced = r.enhanced;
     if (enhanced.empty()) enhanced = std::to_string(r.code / 100) + ".0.0";  // we advertise
-    // The upstream's text goes to our client: no terminal escapes or other controls with it.
-    auto clean = [](std::string text) {
-        for (char& c : text) {
-            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-        }
-        return text;
-    };
-    for (size_t i = 0; i + 1 < r.lines.size(); ++i) {
-        out_ += std::to_string(r.code == 421 ? 451 : r.code) + "-" +
-                (esmtp_ ? enhanced + " " : "") + clean(r.lines[i]) + "\r\n";
-    }
     // An upstream's 421 closes the upstream connection, not our client's session: the client
     // hears a plain transient failure.
     const int code = r.code == 421 ? 451 : r.code;
-    smtp::Reply last{code, enhanced, r.lines.empty() ? std::string() : clean(r.lines.back())};
+    for (size_t i = 0; i + 1 < r.lines.size(); ++i) {
+        out_ += std::to_string(code) + "-" + (esmtp_ ? enhanced + " " : "") +
+                client_safe(r.lines[i]) + "\r\n";
+    }
+    smtp::Reply last{code, enhanced, r.lines.empty() ? std::string() : client_safe(r.lines.back())};
     // A refusal of the upstream's is not the client's protocol error, but a 5xx still counts
     // toward max_errors as any refused recipient does.
     reply(last, r.code >= 500);
 }
 
 void Session::upstream_unavailable(const std::string& reason) {
+    // The reason may quote the upstream's own words (a refused greeting, AUTH reply...).
+    const std::string text = "Upstream unavailable: " + reason;
     reply({replies::kUpstreamUnavailableCode, replies::kUpstreamUnavailableEnhanced,
-           "Upstream unavailable: " + reason + "; try again later"},
+           client_safe(text.substr(0, smtp::kMaxReplyLine - 40)) + "; try again later"},
           false);
 }
 
@@ -501,7 +512,14 @@ asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
                                            acquired.failure.reason + ")");
         }
         t.upstream = std::move(acquired.lease);
-        smtp::MailCommandInput mail{t.mail, t.mail.params.size, false};
+        // The upstream receives our Received header too: declare it with the client's size.
+        std::optional<uint64_t> size = t.mail.params.size;
+        if (size) {
+            queue::Envelope envelope = make_envelope();
+            envelope.recipients.push_back(rcpt);
+            *size += received_header(envelope, ctx_.config.server.hostname).size();
+        }
+        smtp::MailCommandInput mail{t.mail, size, false};
         upstream::TransactionStart start = co_await t.pool->begin(t.upstream, mail, rcpt);
         if (start.failure) {
             log(LogLevel::kWarn, "relay_deferred",
@@ -705,7 +723,9 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
         body_.clear();  // the message cannot go anywhere now: its end gets the reason
         co_return;
     }
-    const uint64_t so_far = reader.size();
+    // With our header, as the upstream's SIZE limit applies to what it receives.
+    const uint64_t so_far =
+        reader.size() + received_header(make_envelope(), ctx_.config.server.hostname).size();
     if (content_refusal(reader.flags(), ctx_.listener.bare_lf) ||
         smtp::check_message_fits(t.mail, so_far, reader.flags().eight_bit, t.upstream_caps)) {
         // The message will be refused at its end. A DATA that never ends is never delivered:

@@ -156,6 +156,8 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
         if (parsed.status == smtp::ReplyParser::Status::kReply) {
             in_.erase(0, parsed.consumed);
             out.reply = std::move(parsed.reply);
+            // 421: the server is closing the connection (RFC 5321 3.8); nothing more goes on it.
+            if (out.reply.code == 421) close();
             co_return out;
         }
         if (parsed.status == smtp::ReplyParser::Status::kError) {
@@ -395,6 +397,10 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
             out.failure = r.failure;
             co_return out;
         }
+        if (r.reply.code == 421) {
+            out.failure = fail("rset", "server closing the connection: " + describe(r.reply));
+            co_return out;
+        }
         out.answered_any = true;
         batch.erase(0, 6);
     }
@@ -409,11 +415,22 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
             out.failure = r.failure;
             co_return out;
         }
+        if (r.reply.code == 421) {
+            out.failure = fail("rset", "server closing the connection: " + describe(r.reply));
+            co_return out;  // answered_any stays false: a pooled connection gets one retry
+        }
         out.answered_any = true;
     }
     ClientReply m = co_await read_reply(config_.command_timeout, "mail");
     if (!m.ok()) {
         out.failure = m.failure;
+        co_return out;
+    }
+    if (m.reply.code == 421) {
+        // The server closed this connection (often its idle timeout, on a pooled one) rather
+        // than refusing the sender: a failure of the connection, which a retry can fix.
+        out.failure = fail("mail", "server closing the connection: " + describe(m.reply));
+        out.answered_any = false;
         co_return out;
     }
     out.answered_any = true;

@@ -236,6 +236,27 @@ class CliTest(unittest.TestCase):
         self.assertIn(f"127.0.0.1:{p.port}", log)
         self.assertNotIn("event=started", log)
 
+    def test_serve_port_in_use_by_another_postern(self):
+        # postern's acceptors use SO_REUSEPORT; a second postern (same user) could join them
+        # and take half the connections unless its plain probe bind notices the port in use.
+        first = Postern().start()
+        self.addCleanup(first.cleanup)
+        second = Postern(listener={"address": f"127.0.0.1:{first.port}"})
+        self.addCleanup(second.cleanup)
+        self.assertNotEqual(second.outbox, first.outbox)
+        out = self.serve_until_exit(second)
+        self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+        log = out.stdout + out.stderr
+        self.assertRegex(log, r"(?m)^.*event=startup_failed.*cannot listen.*$")
+        self.assertIn(f"127.0.0.1:{first.port}", log)
+        self.assertNotIn("event=listening", log)
+        # The first one goes on serving the port.
+        self.assertIsNone(first.proc.poll())
+        c = first.connect(timeout=5)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+
     def test_serve_outbox_cannot_be_created(self):
         p = Postern()
         self.addCleanup(p.cleanup)

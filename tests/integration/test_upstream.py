@@ -242,6 +242,46 @@ class RefusalTest(RelayTestCase):
         self.assertTrue(400 <= result["data"][0] < 500, result)
         self.assertLess(time.time() - t0, 5)
 
+    def rcpt_through(self, rcpt_reply):
+        """One message to a FakeServer answering RCPT with rcpt_reply: (the client's RCPT
+        reply as (code, text, lines), the postern, the fake)."""
+        fake = self.fake(rcpt_reply=rcpt_reply)
+        p = self.postern({"hosts": [fake.address]})
+        c = self.client(p)
+        self.assertEqual(c.cmd("MAIL FROM:<app@example.org>")[0], 250)
+        reply = c.cmd("RCPT TO:<someone@example.net>")
+        c.cmd("QUIT")
+        return reply, p, fake
+
+    def assertProtocolError(self, rcpt_reply, why):
+        (code, text, lines), p, fake = self.rcpt_through(rcpt_reply)
+        self.assertTempFail((code, text))
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("protocol error", text)
+        events = self.wait_event(p, "relay_deferred",
+                                 where=lambda e: "protocol error" in e.get("reason", ""))
+        self.assertIn(why, events[0]["reason"])
+        self.assertEqual(events[0].get("stage"), "rcpt", events[0]["_line"])
+        self.assertFalse(fake.saw("DATA"))
+        self.assertEqual(fake.messages, [])
+
+    def test_reply_line_longer_than_512_octets(self):
+        # 512 octets with CRLF is the limit (RFC 5321 4.5.3.1.5): relayed as it is.
+        longest = "550 5.1.1 " + "x" * 500
+        (code, text, lines), _, _ = self.rcpt_through(longest)
+        self.assertEqual((code, lines), (550, [longest]))
+        self.assertProtocolError(longest + "x", "reply line longer than 512 octets")
+
+    def test_reply_of_more_than_100_lines(self):
+        def reply(n):
+            return "\r\n".join("550-5.1.1 line %d" % i for i in range(1, n)) + \
+                "\r\n550 5.1.1 line %d" % n
+        # 100 lines is the limit: relayed line by line.
+        (code, text, lines), _, _ = self.rcpt_through(reply(100))
+        self.assertEqual(code, 550)
+        self.assertEqual(lines, reply(100).split("\r\n"))
+        self.assertProtocolError(reply(101), "reply of more than 100 lines")
+
 
 class FailoverTest(RelayTestCase):
 
