@@ -70,20 +70,24 @@ struct Worker {
 struct ListenerState {
     ListenerState(const config::Config& config, const config::ListenerConfig& listener,
                   queue::QueueIdGenerator& ids, const upstream::RouteTable& routes,
-                  const std::map<std::string, upstream::Outbox*>& outboxes, asio::io_context& io)
+                  const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
-          context{config, listener, ids, routes, outboxes, limits},
-          probe(io) {}
+          context{config, listener, ids, routes, outboxes, limits} {}
     ConnectionLimits limits;
     ListenerContext context;
     // One acceptor per I/O thread on the same port (SO_REUSEPORT): the kernel spreads the
     // connections and each is served where it was accepted, with no hand-over between threads.
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors;  // [i] belongs to workers[i]
-    tcp::acceptor probe;  // bound without SO_REUSEPORT first, so that a port in use is noticed
 };
 
 struct Server::Impl {
     explicit Impl(const config::Config& c) : config(c), routes(c) {}
+    ~Impl() {
+        // What belongs to a worker's I/O context must go before the context does (workers are
+        // destroyed first, below): the acceptors and the idle upstream connections.
+        for (auto& l : listeners) l->acceptors.clear();
+        for (auto& w : workers) w->pools.close_idle();
+    }
 
     asio::awaitable<void> accept_loop(ListenerState& listener, size_t index);
     asio::awaitable<void> run_session(tcp::socket socket, ListenerState& listener, Worker& worker,
@@ -285,8 +289,7 @@ int Server::run() {
     }
 
     for (const config::ListenerConfig& lc : config.listeners) {
-        auto state =
-            std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets, main_ctx);
+        auto state = std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets);
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         auto open = [&](tcp::acceptor& a, bool reuse_port) {
@@ -301,8 +304,9 @@ int Server::run() {
             if (!ec && reuse_port) a.listen(kListenBacklog, ec);
         };
         // A plain bind fails when anyone, another postern included, listens on the port.
-        open(state->probe, false);
-        if (!ec) state->probe.close(ec);
+        tcp::acceptor probe(main_ctx);
+        open(probe, false);
+        if (!ec) probe.close(ec);
         for (auto& w : s.workers) {
             state->acceptors.push_back(std::make_unique<tcp::acceptor>(w->ctx));
             open(*state->acceptors.back(), true);
@@ -371,8 +375,7 @@ int Server::run() {
         main_ctx.run();
     }
     for (auto& t : threads) t.join();
-    // Idle upstream connections go while their I/O contexts still exist.
-    for (auto& w : s.workers) w->pools.close_idle();
+    // Acceptors and idle upstream connections go in ~Impl, while their contexts still exist.
     // Finish the storage threads while everything their results refer to still exists: a
     // session given up by a forced shutdown may still be waiting for its store(); its result
     // is then queued into the stopped I/O context and destroyed with it.
