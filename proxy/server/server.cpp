@@ -150,8 +150,6 @@ asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener, size_t 
             co_await pause.async_wait(kUseTuple);
             continue;
         }
-        boost::system::error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
         const config::IpAddress client_address = to_ip_address(remote.address());
         const config::IpAddress* client = &client_address;
         auto admission = listener.limits.acquire(*client);
@@ -300,6 +298,9 @@ int Server::run() {
                              ec);
             }
             if (!ec && endpoint.address().is_v6()) a.set_option(asio::ip::v6_only(false), ec);
+            // Accepted sockets inherit TCP_NODELAY from the listening one (Linux): replies go
+            // out at once, with no setsockopt() per connection.
+            if (!ec) a.set_option(tcp::no_delay(true), ec);
             if (!ec) a.bind(endpoint, ec);
             if (!ec && reuse_port) a.listen(kListenBacklog, ec);
         };

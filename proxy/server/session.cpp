@@ -200,12 +200,14 @@ void Session::reset_transaction() {
 }
 
 asio::awaitable<void> Session::run() {
-    log(LogLevel::kInfo, "connect",
-        {{"conn", id_},
-         {"listener", ctx_.listener.name},
-         {"client", client_text_},
-         {"port", client_port_},
-         {"trusted", trusted_ ? "yes" : "no"}});
+    // Fields are built only when the line will be written (hot path).
+    if (observe::log_enabled(LogLevel::kInfo))
+        log(LogLevel::kInfo, "connect",
+            {{"conn", id_},
+             {"listener", ctx_.listener.name},
+             {"client", client_text_},
+             {"port", client_port_},
+             {"trusted", trusted_ ? "yes" : "no"}});
     out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
     bool ok = co_await flush();
     std::chrono::steady_clock::time_point command_deadline;
@@ -228,14 +230,16 @@ asio::awaitable<void> Session::run() {
     co_await close_connection();
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
-    log(LogLevel::kInfo, "disconnect",
-        {{"conn", id_},
-         {"client", client_text_},
-         {"reason", end_reason_},
-         {"commands", commands_},
-         {"messages", messages_},
-         {"errors", errors_},
-         {"duration_ms", static_cast<int64_t>(elapsed.count())}});
+    // Fields are built only when the line will be written (hot path).
+    if (observe::log_enabled(LogLevel::kInfo))
+        log(LogLevel::kInfo, "disconnect",
+            {{"conn", id_},
+             {"client", client_text_},
+             {"reason", end_reason_},
+             {"commands", commands_},
+             {"messages", messages_},
+             {"errors", errors_},
+             {"duration_ms", static_cast<int64_t>(elapsed.count())}});
 }
 
 asio::awaitable<void> Session::close_connection() {
@@ -849,16 +853,18 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
     }
     ++messages_;
     errors_ = 0;
-    log(LogLevel::kInfo, "relayed",
-        {{"conn", id_},
-         {"queue_id", envelope.queue_id},
-         {"from", envelope.mail_from.sender.mailbox()},
-         {"nrcpt", envelope.recipients.size()},
-         {"size", size},
-         {"route", t.route->name},
-         {"upstream", t.route->upstream},
-         {"host", t.upstream->peer()},
-         {"reply", upstream::describe(result.reply)}});
+    // Fields are built only when the line will be written (hot path).
+    if (observe::log_enabled(LogLevel::kInfo))
+        log(LogLevel::kInfo, "relayed",
+            {{"conn", id_},
+             {"queue_id", envelope.queue_id},
+             {"from", envelope.mail_from.sender.mailbox()},
+             {"nrcpt", envelope.recipients.size()},
+             {"size", size},
+             {"route", t.route->name},
+             {"upstream", t.route->upstream},
+             {"host", t.upstream->peer()},
+             {"reply", upstream::describe(result.reply)}});
     relay_reply(result.reply);
 }
 

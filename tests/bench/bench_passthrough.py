@@ -120,6 +120,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--count-messages", type=int, default=10000)
     ap.add_argument("--probe", type=int, default=1000, help="latency samples per side")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="postern's server.threads (0: one per core, the default)")
     a = ap.parse_args()
     binary = os.path.abspath(a.postern)
     workdir = tempfile.mkdtemp(prefix="passthrough-")
@@ -140,7 +142,7 @@ def main():
         sink_port = free_port()
         sink = start_sink(sink_port)
         port = free_port()
-        proc, _ = start_postern(binary, workdir, port, sink_port, "warn")
+        proc, _ = start_postern(binary, workdir, port, sink_port, "warn", a.threads)
         try:
             postern_s = run_source(port, a.messages, a.size, a.sessions)
             peak_rss = max(peak_rss, status_kib(proc.pid, "VmHWM"))
@@ -158,7 +160,7 @@ def main():
     sink_port = free_port()
     sink = start_sink(sink_port)
     port = free_port()
-    proc, log_path = start_postern(binary, workdir, port, sink_port, "info")
+    proc, log_path = start_postern(binary, workdir, port, sink_port, "info", a.threads)
     try:
         run_source(port, a.count_messages, a.size, a.sessions)
     finally:
@@ -172,7 +174,7 @@ def main():
     sink_port = free_port()
     sink = start_sink(sink_port)
     port = free_port()
-    proc, _ = start_postern(binary, workdir, port, sink_port, "warn")
+    proc, _ = start_postern(binary, workdir, port, sink_port, "warn", a.threads)
     try:
         direct_p50, direct_p99 = latency(sink_port, a.probe, a.size)
         relay_p50, relay_p99 = latency(port, a.probe, a.size)
