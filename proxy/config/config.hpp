@@ -94,6 +94,11 @@ struct RouteConfig {
     std::string name;
     std::string outbox;    // directory receiving <queueid>.eml and <queueid>.json, or
     std::string upstream;  // the [upstream.NAME] to relay through
+    // Queue mode through the upstream: exponential backoff between retry_min and retry_max,
+    // then failure after max_age.
+    std::chrono::milliseconds retry_min{std::chrono::minutes(1)};
+    std::chrono::milliseconds retry_max{std::chrono::hours(1)};
+    std::chrono::milliseconds max_age{std::chrono::hours(24 * 5)};
 };
 
 // [[route_rule]]: the first rule whose every given condition matches picks the route; a list

@@ -359,7 +359,19 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
 }
 
 void read_route(Walker& w, const toml::table& t, const std::string& path, RouteConfig& r) {
-    w.check_keys(t, path, {"outbox", "upstream"});
+    w.check_keys(t, path, {"outbox", "upstream", "retry_min", "retry_max", "max_age"});
+    w.get_duration(t, "retry_min", path, r.retry_min);
+    w.get_duration(t, "retry_max", path, r.retry_max);
+    w.get_duration(t, "max_age", path, r.max_age);
+    if (r.retry_max < r.retry_min) {
+        w.error(t.source(), path + ".retry_max", "must not be below retry_min");
+    }
+    for (std::string_view key : {"retry_min", "retry_max", "max_age"}) {
+        if (t.get(key) && !t.get("upstream")) {
+            w.warn(t.get(key)->source(), Walker::join(path, key),
+                   "only used by routes with an upstream");
+        }
+    }
     bool has_outbox = w.get_string(t, "outbox", path, r.outbox);
     bool has_upstream = w.get_string(t, "upstream", path, r.upstream);
     if (has_outbox && r.outbox.empty()) {
@@ -709,19 +721,6 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                 const toml::node* where = t.get("route");
                 w.error(where ? where->source() : t.source(), path + ".route",
                         "unknown route \"" + l.route + "\": define it as [route." + l.route + "]");
-            }
-            for (const std::string& route : reachable_routes(c, l)) {
-                auto it = c.routes.find(route);
-                if (it == c.routes.end() || it->second.upstream.empty()) continue;
-                if (l.delivery == DeliveryMode::kQueue) {
-                    const toml::node* where = t.get("delivery");
-                    w.error(where ? where->source() : t.source(), path + ".delivery",
-                            "route \"" + route + "\" relays through upstream \"" +
-                                it->second.upstream +
-                                "\", which needs the durable queue (not in this version yet): "
-                                "set delivery = \"passthrough\" or use an outbox route");
-                    break;
-                }
             }
             if (l.delivery == DeliveryMode::kPassthrough && t.get("delivery")) {
                 bool any_outbox = false;

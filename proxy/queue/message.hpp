@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proxy/smtp/esmtp_params.hpp"
@@ -20,10 +21,16 @@ struct Envelope {
     std::string helo;
     std::string protocol;  // "ESMTP", "SMTP", ... as in the Received header (RFC 3848)
     std::string listener;
+    std::string route;  // the [route.NAME] chosen at the first recipient
     std::chrono::system_clock::time_point received_at;
 };
 
 // The envelope as one JSON object (the outbox sidecar); keys are documented in docs/outbox.md.
 std::string envelope_to_json(const Envelope& envelope, uint64_t message_size);
+
+// Reads back what envelope_to_json wrote (the spool's records). On failure returns false and
+// says why in `error`; the addresses are parsed again with the front end's parser.
+bool envelope_from_json(std::string_view json, Envelope& envelope, uint64_t& message_size,
+                        std::string& error);
 
 }  // namespace postern::queue

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -72,7 +73,7 @@ struct ListenerState {
                   queue::QueueIdGenerator& ids, const upstream::RouteTable& routes,
                   const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
-          context{config, listener, ids, routes, outboxes, limits} {}
+          context{config, listener, ids, routes, outboxes, limits, nullptr, nullptr} {}
     ConnectionLimits limits;
     ListenerContext context;
     // One acceptor per I/O thread on the same port (SO_REUSEPORT): the kernel spreads the
@@ -84,7 +85,9 @@ struct Server::Impl {
     explicit Impl(const config::Config& c) : config(c), routes(c) {}
     ~Impl() {
         // What belongs to a worker's I/O context must go before the context does (workers are
-        // destroyed first, below): the acceptors and the idle upstream connections.
+        // destroyed first, below): the scheduler's timer, the acceptors and the idle upstream
+        // connections.
+        scheduler.reset();
         for (auto& l : listeners) l->acceptors.clear();
         for (auto& w : workers) w->pools.close_idle();
     }
@@ -105,6 +108,9 @@ struct Server::Impl {
     std::map<std::string, upstream::Outbox*> route_targets;
     // Per upstream: TLS context and host health, shared by the pools of every worker.
     std::map<std::string, std::unique_ptr<upstream::UpstreamShared>> upstreams;
+    // The durable queue, when a queue-mode listener can reach an upstream route.
+    std::unique_ptr<queue::Spool> spool;
+    std::unique_ptr<queue::Scheduler> scheduler;
     std::vector<std::unique_ptr<ListenerState>> listeners;
     // Last, so destroyed first: coroutine frames left in the contexts refer to everything above.
     std::vector<std::unique_ptr<Worker>> workers;
@@ -219,6 +225,7 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
         });
     }
     tell_sessions(false);
+    if (scheduler) scheduler->stop();
     const auto grace_end = std::chrono::steady_clock::now() + config.server.shutdown_grace;
     asio::steady_timer tick(co_await asio::this_coro::executor);
     while (active_sessions.load() > 0) {
@@ -273,6 +280,15 @@ int Server::run() {
         for (const auto& [name, upstream] : config.upstreams) {
             s.upstreams[name] = std::make_unique<upstream::UpstreamShared>(upstream);
         }
+        const bool queue_listener =
+            std::any_of(config.listeners.begin(), config.listeners.end(),
+                        [](const auto& l) { return l.delivery == config::DeliveryMode::kQueue; });
+        const bool upstream_route =
+            std::any_of(config.routes.begin(), config.routes.end(),
+                        [](const auto& r) { return !r.second.upstream.empty(); });
+        if (queue_listener && upstream_route) {
+            s.spool = std::make_unique<queue::Spool>(config.server.spool_dir);
+        }
     } catch (const std::exception& e) {
         log(LogLevel::kError, "startup_failed", {{"error", e.what()}});
         return 1;
@@ -286,8 +302,32 @@ int Server::run() {
         }
     }
 
+    if (s.spool) {
+        std::vector<queue::DeliveryThread> threads;
+        for (auto& w : s.workers) threads.push_back({&w->ctx, &w->pools});
+        s.scheduler =
+            std::make_unique<queue::Scheduler>(main_ctx, std::move(threads), config, *s.spool);
+        // Everything acknowledged before a stop or a crash is delivered again from the spool.
+        const auto started = std::chrono::steady_clock::now();
+        queue::Spool::Recovery recovered = s.spool->recover();
+        const size_t count = recovered.messages.size();
+        for (auto& m : recovered.messages) s.scheduler->submit(std::move(m));
+        log(LogLevel::kInfo, "spool_recovered",
+            {{"dir", s.spool->queue_dir()},
+             {"messages", count},
+             {"corrupt", recovered.corrupt},
+             {"stale_removed", recovered.stale_removed},
+             {"duration_ms",
+              static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::steady_clock::now() - started)
+                                       .count())}});
+        s.scheduler->start();
+    }
+
     for (const config::ListenerConfig& lc : config.listeners) {
         auto state = std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets);
+        state->context.spool = s.spool.get();
+        state->context.scheduler = s.scheduler.get();
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         auto open = [&](tcp::acceptor& a, bool reuse_port) {
@@ -380,6 +420,8 @@ int Server::run() {
     // Finish the storage threads while everything their results refer to still exists: a
     // session given up by a forced shutdown may still be waiting for its store(); its result
     // is then queued into the stopped I/O context and destroyed with it.
+    s.scheduler.reset();
+    s.spool.reset();
     s.route_targets.clear();
     s.outboxes.clear();
     return 0;

@@ -454,7 +454,7 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     }
     transaction_.route = &route;
     ++transaction_.rcpt_attempts;
-    if (!route.upstream.empty()) co_return co_await relay_rcpt(parsed.value);
+    if (relaying()) co_return co_await relay_rcpt(parsed.value);
     transaction_.recipients.push_back(std::move(parsed.value));
     reply(replies::kRecipientOk);
 }
@@ -712,7 +712,7 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& read
     }
     queue::Envelope envelope = make_envelope();
     std::string header = received_header(envelope, ctx_.config.server.hostname);
-    if (!transaction_.route->upstream.empty()) {
+    if (relaying()) {
         co_await relay_message(envelope, header, reader);
     } else {
         co_await store_message(envelope, header);
@@ -722,7 +722,7 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& read
 
 asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
     Transaction& t = transaction_;
-    if (!t.route || t.route->upstream.empty() || body_.size() < kStreamPiece) co_return;
+    if (!relaying() || body_.size() < kStreamPiece) co_return;
     if (!t.upstream || !t.upstream_failure.empty() || t.upstream_final) {
         body_.clear();  // the message cannot go anywhere now: its end gets the reason
         co_return;
@@ -770,7 +770,12 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
 }
 
 asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const std::string& header) {
-    upstream::Outbox& outbox = *ctx_.outboxes.at(transaction_.route->name);
+    // An outbox route stores into its directory; an upstream route in queue mode into the
+    // spool, from which the scheduler delivers.
+    const bool spooled = !transaction_.route->upstream.empty();
+    upstream::Outbox& outbox =
+        spooled ? ctx_.spool->writer() : *ctx_.outboxes.at(transaction_.route->name);
+    envelope.route = transaction_.route->name;
     upstream::StoreResult stored = co_await outbox.store(envelope, header, body_);
     if (stored.error) {
         log(LogLevel::kError, "store_failed",
@@ -791,6 +796,15 @@ asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const st
          {"size", header.size() + body_.size()},
          {"route", transaction_.route->name},
          {"target", outbox.dir()}});
+    if (spooled) {
+        queue::SpooledMessage m;
+        m.size = header.size() + body_.size();
+        m.recipients.resize(envelope.recipients.size());
+        const std::string id = envelope.queue_id;
+        m.envelope = std::move(envelope);
+        ctx_.scheduler->submit(std::move(m));
+        co_return reply({250, "2.0.0", "Ok: queued as " + id});
+    }
     reply({250, "2.0.0", "Ok: queued as " + envelope.queue_id});
 }
 

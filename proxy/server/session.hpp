@@ -16,6 +16,8 @@
 
 #include "proxy/config/config.hpp"
 #include "proxy/queue/queue_id.hpp"
+#include "proxy/queue/scheduler.hpp"
+#include "proxy/queue/spool.hpp"
 #include "proxy/server/connection_limits.hpp"
 #include "proxy/server/input_buffer.hpp"
 #include "proxy/smtp/command.hpp"
@@ -40,6 +42,9 @@ struct ListenerContext {
     const upstream::RouteTable& routes;
     const std::map<std::string, upstream::Outbox*>& outboxes;  // by route name (outbox routes)
     ConnectionLimits& limits;
+    // The durable queue, for upstream routes in queue mode (null when no route needs it).
+    queue::Spool* spool;
+    queue::Scheduler* scheduler;
 };
 
 class Session;
@@ -135,6 +140,11 @@ class Session {
     asio::awaitable<void> close_connection();
     void reply(const smtp::Reply& r, bool counts_as_error = true);
     void reset_transaction();
+    // The transaction goes live through an upstream (passthrough), not into storage.
+    bool relaying() const {
+        return transaction_.route && !transaction_.route->upstream.empty() &&
+               ctx_.listener.delivery == config::DeliveryMode::kPassthrough;
+    }
     bool stop_now() const { return force_stop_ || (draining_ && !transaction_.active); }
 
     // Timeouts: each read or write sets deadline_; the registry's periodic sweep cancels the

@@ -441,9 +441,6 @@ class CheckConfigTest(RelayTestCase):
             "missing password file": (
                 dict(upstream={"hosts": ["127.0.0.1:2526"], "username": "app",
                                "password_file": "/nonexistent/secret"}), r"password_file"),
-            "queue delivery with an upstream route": (
-                dict(upstream={"hosts": ["127.0.0.1:2526"]}, listener={"delivery": "queue"}),
-                r"queue"),
             "route rule to an unknown route": (
                 dict(upstream={"hosts": ["127.0.0.1:2526"]},
                      extra_toml='[[route_rule]]\nsender_domain = "example.com"\n'

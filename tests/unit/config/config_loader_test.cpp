@@ -1031,14 +1031,59 @@ std::string with_upstream_route(const std::string& listener_lines) {
            "\n[route.default]\nupstream = \"smarthost\"\n\n[upstream.smarthost]\n" + kHosts;
 }
 
-TEST(ConfigLoader, QueueListenerWithUpstreamRouteRefused) {
+TEST(ConfigLoader, QueueListenerWithUpstreamRoute) {
+    // The durable queue delivers through upstream routes: queue (the default) is accepted.
     LoadResult r = load(with_upstream_route("delivery = \"queue\""));
-    expect_error(r, "listener[0].delivery", 3, "set delivery = \"passthrough\"");
-    EXPECT_NE(issue_for(r, "listener[0].delivery").message.find("\"smarthost\""),
-              std::string::npos);
-    // queue is the default: reported at the listener.
+    EXPECT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.issues.empty()) << dump(r);
     r = load(with_upstream_route(""));
-    expect_error(r, "listener[0].delivery", 1, "passthrough");
+    EXPECT_TRUE(r.ok()) << dump(r);
+}
+
+TEST(ConfigLoader, RouteRetrySettings) {
+    LoadResult r = load(R"([[listener]]
+address = "127.0.0.1:2525"
+
+[route.default]
+upstream = "smarthost"
+retry_min = "30s"
+retry_max = "2h"
+max_age = "3d"
+
+[upstream.smarthost]
+hosts = ["smtp.example.com:587"]
+)");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    const RouteConfig& route = r.config.routes.at("default");
+    EXPECT_EQ(route.retry_min, std::chrono::seconds(30));
+    EXPECT_EQ(route.retry_max, std::chrono::hours(2));
+    EXPECT_EQ(route.max_age, std::chrono::hours(72));
+
+    r = load(R"([[listener]]
+address = "127.0.0.1:2525"
+
+[route.default]
+upstream = "smarthost"
+retry_min = "10m"
+retry_max = "1m"
+
+[upstream.smarthost]
+hosts = ["smtp.example.com:587"]
+)");
+    expect_error(r, "route.default.retry_max", 4, "below retry_min");
+
+    // On an outbox route the retry keys do nothing: said so.
+    r = load(R"([[listener]]
+address = "127.0.0.1:2525"
+
+[route.default]
+outbox = "out"
+max_age = "1d"
+)");
+    EXPECT_TRUE(r.ok()) << dump(r);
+    ASSERT_EQ(r.issues.size(), 1u) << dump(r);
+    EXPECT_TRUE(r.issues[0].warning);
+    EXPECT_EQ(r.issues[0].key, "route.default.max_age");
 }
 
 TEST(ConfigLoader, PassthroughListenerWithUpstreamRoute) {
@@ -1073,18 +1118,11 @@ route = "relay"
 )" + rule_lines;
 }
 
-TEST(ConfigLoader, RouteRuleToUpstreamNeedsPassthrough) {
-    // A rule for every listener reaches the queue listener too.
+TEST(ConfigLoader, RouteRuleToUpstreamFromQueueAndPassthroughListeners) {
+    // Both delivery modes may reach an upstream route through a rule.
     LoadResult r = load(with_rule_to_upstream("recipient_domain = \"example.net\"\n"));
-    expect_error(r, "listener[0].delivery", 1, "passthrough");
-    EXPECT_NE(issue_for(r, "listener[0].delivery").message.find("\"relay\""), std::string::npos);
-    EXPECT_EQ(errors(r).size(), 1u) << dump(r);
-
+    EXPECT_TRUE(r.ok()) << dump(r);
     r = load(with_rule_to_upstream("listener = [\"mx\"]\n"));
-    expect_error(r, "listener[0].delivery", 1, "passthrough");
-
-    // A rule for the passthrough listener only does not.
-    r = load(with_rule_to_upstream("listener = \"submission\"\n"));
     EXPECT_TRUE(r.ok()) << dump(r);
 }
 

@@ -1,0 +1,271 @@
+// The queue scheduler and one delivery attempt; see scheduler.hpp.
+#include "proxy/queue/scheduler.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "proxy/observe/log.hpp"
+
+namespace postern::queue {
+
+using config::LogLevel;
+using observe::log;
+
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto kIdleWake = std::chrono::seconds(1);
+
+bool positive(int code) {
+    return code >= 200 && code < 300;
+}
+
+RecipientStatus status_of(int code) {
+    if (positive(code)) return RecipientStatus::kDelivered;
+    if (code >= 500) return RecipientStatus::kFailed;
+    return RecipientStatus::kPending;
+}
+
+bool eight_bit(std::string_view content) {
+    return std::any_of(content.begin(), content.end(),
+                       [](char c) { return static_cast<unsigned char>(c) > 127; });
+}
+
+}  // namespace
+
+asio::awaitable<AttemptResult> attempt_delivery(SpooledMessage m, const Spool& spool,
+                                                upstream::UpstreamPool& pool) {
+    AttemptResult out;
+    std::vector<size_t> pending;
+    for (size_t i = 0; i < m.recipients.size(); ++i) {
+        if (m.recipients[i].status == RecipientStatus::kPending) pending.push_back(i);
+    }
+    auto all = [&](const std::vector<size_t>& which, RecipientStatus status,
+                   const std::string& reply) {
+        for (size_t i : which) out.recipients.push_back({i, status, reply});
+    };
+    if (pending.empty()) co_return out;
+    std::string content;
+    std::string error;
+    if (!spool.read_content(m, content, error)) {
+        all(pending, RecipientStatus::kPending, error);
+        co_return out;
+    }
+    upstream::Acquired acquired = co_await pool.acquire();
+    if (!acquired.lease) {
+        all(pending, RecipientStatus::kPending, acquired.failure.reason);
+        co_return out;
+    }
+    upstream::Lease lease = std::move(acquired.lease);
+    smtp::MailCommandInput mail{m.envelope.mail_from, content.size(), eight_bit(content)};
+    const Envelope& e = m.envelope;
+    upstream::TransactionStart start =
+        co_await pool.begin(lease, mail, e.recipients[pending.front()]);
+    if (lease) out.host = lease->peer();
+    if (start.failure) {
+        all(pending, RecipientStatus::kPending, start.failure.reason);
+        co_return out;
+    }
+    if (!positive(start.mail.code)) {
+        all(pending, status_of(start.mail.code), upstream::describe(start.mail));
+        co_return out;
+    }
+    std::vector<size_t> accepted;
+    auto note = [&](size_t i, const smtp::ServerReply& reply) {
+        if (positive(reply.code)) {
+            accepted.push_back(i);
+        } else {
+            out.recipients.push_back({i, status_of(reply.code), upstream::describe(reply)});
+        }
+    };
+    note(pending.front(), start.rcpt);
+    for (size_t k = 1; k < pending.size(); ++k) {
+        upstream::ClientReply r = co_await lease->rcpt(e.recipients[pending[k]]);
+        if (!r.ok()) {
+            // The connection broke: this and the remaining recipients wait for the next try.
+            all(std::vector<size_t>(pending.begin() + k, pending.end()), RecipientStatus::kPending,
+                r.failure.reason);
+            all(accepted, RecipientStatus::kPending, r.failure.reason);
+            co_return out;
+        }
+        note(pending[k], r.reply);
+    }
+    if (accepted.empty()) {
+        lease->abandon_transaction();
+        co_return out;
+    }
+    upstream::ClientReply r = co_await lease->send_message("", content);
+    if (!r.ok()) {
+        // The upstream may have the message already: sending again risks a duplicate, which
+        // the guarantee allows; losing it is not.
+        all(accepted, RecipientStatus::kPending, r.failure.reason);
+        co_return out;
+    }
+    all(accepted, status_of(r.reply.code), upstream::describe(r.reply));
+    co_return out;
+}
+
+Scheduler::Scheduler(asio::io_context& home, std::vector<DeliveryThread> threads,
+                     const config::Config& config, Spool& spool)
+    : home_(home), threads_(std::move(threads)), config_(config), spool_(spool), wake_(home) {
+    for (const auto& [name, route] : config.routes) {
+        if (route.upstream.empty()) continue;
+        Route& r = routes_[name];
+        r.limit = std::max(1u, config.upstreams.at(route.upstream).max_connections);
+        r.policy = RetryPolicy{route.retry_min, route.retry_max};
+        r.max_age = route.max_age;
+    }
+}
+
+void Scheduler::submit(SpooledMessage message) {
+    asio::post(home_, [this, m = std::move(message)]() mutable {
+        if (stopped_) return;
+        const std::string id = m.envelope.queue_id;
+        if (!routes_.count(m.envelope.route)) {
+            log(LogLevel::kError, "queue_unroutable",
+                {{"queue_id", id},
+                 {"route", m.envelope.route},
+                 {"detail", "no upstream route of that name in the configuration; kept"}});
+            return;
+        }
+        if (!m.any(RecipientStatus::kPending)) return done(m);
+        auto [it, inserted] = messages_.emplace(id, std::move(m));
+        if (inserted) schedule(it->second, std::chrono::steady_clock::now());
+    });
+}
+
+void Scheduler::start() {
+    asio::co_spawn(home_, loop(), asio::detached);
+}
+
+void Scheduler::stop() {
+    asio::post(home_, [this] {
+        stopped_ = true;
+        wake_.cancel();
+    });
+}
+
+void Scheduler::schedule(SpooledMessage& m, std::chrono::steady_clock::time_point when) {
+    routes_.at(m.envelope.route).due.emplace(when, m.envelope.queue_id);
+    wake_.cancel();
+}
+
+asio::awaitable<void> Scheduler::loop() {
+    while (!stopped_) {
+        dispatch();
+        auto next = std::chrono::steady_clock::now() + kIdleWake;
+        for (const auto& [name, route] : routes_) {
+            if (!route.due.empty() && route.active < route.limit) {
+                next = std::min(next, route.due.begin()->first);
+            }
+        }
+        wake_.expires_at(next);
+        co_await wake_.async_wait(kUseTuple);
+    }
+}
+
+void Scheduler::dispatch() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [name, route] : routes_) {
+        while (!stopped_ && route.active < route.limit && !route.due.empty() &&
+               route.due.begin()->first <= now) {
+            std::string id = route.due.begin()->second;
+            route.due.erase(route.due.begin());
+            auto it = messages_.find(id);
+            if (it == messages_.end()) continue;
+            SpooledMessage& m = it->second;
+            ++m.attempts;
+            ++route.active;
+            DeliveryThread& t = threads_[next_thread_++ % threads_.size()];
+            upstream::UpstreamPool* pool = t.pools->find(config_.routes.at(name).upstream);
+            asio::co_spawn(*t.io, attempt_delivery(m, spool_, *pool),
+                           [this, id](std::exception_ptr error, AttemptResult result) {
+                               if (error) {
+                                   result = AttemptResult{};  // all recipients stay pending
+                               }
+                               asio::post(home_, [this, id, r = std::move(result)]() mutable {
+                                   finish(id, std::move(r));
+                               });
+                           });
+        }
+    }
+}
+
+void Scheduler::finish(const std::string& id, AttemptResult result) {
+    auto it = messages_.find(id);
+    if (it == messages_.end()) return;
+    SpooledMessage& m = it->second;
+    Route& route = routes_.at(m.envelope.route);
+    --route.active;
+    const auto age = std::chrono::system_clock::now() - m.envelope.received_at;
+    const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(age).count();
+    for (RecipientResult& r : result.recipients) {
+        RecipientState& state = m.recipients.at(r.index);
+        state.reply = r.reply;
+        state.status = r.status;
+        log(r.status == RecipientStatus::kPending ? LogLevel::kWarn : LogLevel::kInfo, "delivery",
+            {{"queue_id", id},
+             {"rcpt", m.envelope.recipients[r.index].recipient.mailbox()},
+             {"route", m.envelope.route},
+             {"upstream", config_.routes.at(m.envelope.route).upstream},
+             {"host", result.host},
+             {"attempt", m.attempts},
+             {"delay_ms", static_cast<int64_t>(delay_ms)},
+             {"result", r.status == RecipientStatus::kDelivered ? "delivered"
+                        : r.status == RecipientStatus::kFailed  ? "failed"
+                                                                : "deferred"},
+             {"reply", r.reply}});
+        if (r.status != RecipientStatus::kPending) spool_.record(id, r.index, state);
+    }
+    if (m.any(RecipientStatus::kPending) && age >= route.max_age) {
+        for (size_t i = 0; i < m.recipients.size(); ++i) {
+            RecipientState& state = m.recipients[i];
+            if (state.status != RecipientStatus::kPending) continue;
+            state.status = RecipientStatus::kFailed;
+            state.reply = "expired: not delivered within max_age; last error: " + state.reply;
+            log(LogLevel::kWarn, "delivery",
+                {{"queue_id", id},
+                 {"rcpt", m.envelope.recipients[i].recipient.mailbox()},
+                 {"route", m.envelope.route},
+                 {"upstream", config_.routes.at(m.envelope.route).upstream},
+                 {"host", result.host},
+                 {"attempt", m.attempts},
+                 {"delay_ms", static_cast<int64_t>(delay_ms)},
+                 {"result", "failed"},
+                 {"reply", state.reply}});
+            spool_.record(id, i, state);
+        }
+    }
+    if (!m.any(RecipientStatus::kPending)) {
+        done(m);
+        messages_.erase(it);
+        wake_.cancel();
+        return;
+    }
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    auto delay = route.policy.delay(m.attempts, unit(random_));
+    log(LogLevel::kInfo, "deferred",
+        {{"queue_id", id},
+         {"attempts", m.attempts},
+         {"next_attempt_s", static_cast<int64_t>((delay.count() + 999) / 1000)}});
+    schedule(m, std::chrono::steady_clock::now() + delay);
+}
+
+void Scheduler::done(const SpooledMessage& m) {
+    const std::string& id = m.envelope.queue_id;
+    if (m.any(RecipientStatus::kFailed)) {
+        // Kept for the bounce (RFC 3464), which the next part of the queue sends.
+        log(LogLevel::kWarn, "bounce_pending",
+            {{"queue_id", id},
+             {"from", m.envelope.mail_from.sender.mailbox()},
+             {"detail", "failed recipients kept in the spool; bounces are not sent yet"}});
+        return;
+    }
+    spool_.remove(id);
+    log(LogLevel::kInfo, "message_done", {{"queue_id", id}, {"attempts", m.attempts}});
+}
+
+}  // namespace postern::queue

@@ -1,0 +1,91 @@
+// The scheduler of the durable queue: keeps every spooled message that still has recipients to
+// deliver, tries each at once, then again after the route's backoff (RetryPolicy) until every
+// recipient is delivered or failed, or max_age has passed. At most `max_connections` attempts
+// per route run at a time, so a route whose upstream is down holds only its own messages.
+//
+// The scheduler's state lives on one I/O thread (its "home"); attempts run on all I/O threads in
+// turn, each with that thread's upstream pool, and report back home.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <map>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "proxy/config/config.hpp"
+#include "proxy/queue/retry_policy.hpp"
+#include "proxy/queue/spool.hpp"
+#include "proxy/upstream/pool.hpp"
+
+namespace postern::queue {
+
+namespace asio = boost::asio;
+
+// An I/O thread an attempt can run on.
+struct DeliveryThread {
+    asio::io_context* io;
+    upstream::PoolSet* pools;
+};
+
+// The outcome of one attempt for one recipient.
+struct RecipientResult {
+    size_t index = 0;
+    RecipientStatus status = RecipientStatus::kPending;  // pending = deferred
+    std::string reply;
+};
+
+struct AttemptResult {
+    std::string host;
+    std::vector<RecipientResult> recipients;
+};
+
+class Scheduler {
+  public:
+    Scheduler(asio::io_context& home, std::vector<DeliveryThread> threads,
+              const config::Config& config, Spool& spool);
+
+    // Any thread: a message just stored, or recovered at start-up.
+    void submit(SpooledMessage message);
+    // Home thread: starts the dispatch loop.
+    void start();
+    // Any thread: no new attempts (those running finish or are dropped with their thread).
+    void stop();
+
+  private:
+    struct Route {
+        unsigned active = 0;
+        unsigned limit = 1;
+        RetryPolicy policy;
+        std::chrono::milliseconds max_age{0};
+        std::multimap<std::chrono::steady_clock::time_point, std::string> due;
+    };
+
+    asio::awaitable<void> loop();
+    void dispatch();
+    void finish(const std::string& id, AttemptResult result);
+    void schedule(SpooledMessage& m, std::chrono::steady_clock::time_point when);
+    void done(const SpooledMessage& m);
+
+    asio::io_context& home_;
+    std::vector<DeliveryThread> threads_;
+    size_t next_thread_ = 0;
+    const config::Config& config_;
+    Spool& spool_;
+    asio::steady_timer wake_;
+    std::unordered_map<std::string, SpooledMessage> messages_;  // home thread only
+    std::map<std::string, Route> routes_;                       // by route name
+    std::mt19937_64 random_{std::random_device{}()};
+    bool stopped_ = false;
+};
+
+// One attempt: all pending recipients of `m` (a copy: the attempt owns it) in one transaction
+// through `pool`.
+asio::awaitable<AttemptResult> attempt_delivery(SpooledMessage m, const Spool& spool,
+                                                upstream::UpstreamPool& pool);
+
+}  // namespace postern::queue

@@ -1,0 +1,75 @@
+// The durable queue's storage (delivery = "queue" through an upstream route): one message per
+// pair of files in SPOOL/queue, written with the outbox's group commit (data synced before the
+// name, the name synced before the 250):
+//   <id>.eml    our Received header and the client's message, exactly what will be sent
+//   <id>.json   the envelope (the outbox sidecar format, with "route" and "size")
+//   <id>.state  appended lines, one per recipient that reached a final state:
+//               "D <index>" delivered, "F <index> <code> <text>" failed. A line without its
+//               newline (a crash while appending) is ignored: at worst a recipient is sent twice.
+// Records that cannot be trusted at start-up (a .json that does not parse, an .eml whose size is
+// not the one recorded) are moved to SPOOL/corrupt/ and never delivered. docs/queue.md has the
+// crash analysis.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "proxy/queue/message.hpp"
+#include "proxy/upstream/outbox.hpp"
+
+namespace postern::queue {
+
+enum class RecipientStatus { kPending, kDelivered, kFailed };
+
+struct RecipientState {
+    RecipientStatus status = RecipientStatus::kPending;
+    std::string reply;  // the last reply or failure reason
+};
+
+struct SpooledMessage {
+    Envelope envelope;
+    uint64_t size = 0;                       // of the .eml
+    std::vector<RecipientState> recipients;  // parallel to envelope.recipients
+    unsigned attempts = 0;
+    std::string last_error;
+
+    bool any(RecipientStatus s) const;
+};
+
+class Spool {
+  public:
+    // Creates SPOOL/queue and SPOOL/corrupt; throws std::system_error naming what failed.
+    explicit Spool(const std::string& dir);
+
+    // Stores a new message durably (returns once it is synced; see upstream::Outbox).
+    upstream::Outbox& writer() { return writer_; }
+
+    struct Recovery {
+        std::vector<SpooledMessage> messages;
+        size_t corrupt = 0;
+        size_t stale_removed = 0;  // temporaries of writes a crash interrupted
+    };
+    // Start-up: loads every complete record (states applied), quarantines the bad ones.
+    // Reads the small .json and .state files and stats the .eml; message bodies are not read.
+    Recovery recover();
+
+    // The message content to send; false (and why in `error`) when it cannot be read whole.
+    bool read_content(const SpooledMessage& m, std::string& out, std::string& error) const;
+    // Appends a final recipient state. Not synced: losing it means one more delivery.
+    void record(const std::string& id, size_t index, const RecipientState& state);
+    // Removes the message's files once nothing more is to be done with it.
+    void remove(const std::string& id);
+
+    const std::string& queue_dir() const { return queue_dir_; }
+
+  private:
+    void quarantine(const std::string& id, const std::string& reason);
+
+    std::string dir_;
+    std::string queue_dir_;
+    std::string corrupt_dir_;
+    upstream::Outbox writer_;
+};
+
+}  // namespace postern::queue
