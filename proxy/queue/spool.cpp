@@ -36,26 +36,6 @@ bool read_file(const std::string& path, std::string& out) {
     return true;
 }
 
-// Applies the complete lines of a .state file to the recipients.
-void apply_states(std::string_view text, std::vector<RecipientState>& recipients) {
-    size_t pos = 0;
-    while (true) {
-        size_t nl = text.find('\n', pos);
-        if (nl == std::string_view::npos) break;  // a torn last line: ignored
-        std::string_view line = text.substr(pos, nl - pos);
-        pos = nl + 1;
-        if (line.size() < 3 || (line[0] != 'D' && line[0] != 'F') || line[1] != ' ') continue;
-        size_t space = line.find(' ', 2);
-        std::string index_text(line.substr(2, space == line.npos ? line.npos : space - 2));
-        char* end = nullptr;
-        unsigned long index = std::strtoul(index_text.c_str(), &end, 10);
-        if (index_text.empty() || *end != '\0' || index >= recipients.size()) continue;
-        RecipientState& r = recipients[index];
-        r.status = line[0] == 'D' ? RecipientStatus::kDelivered : RecipientStatus::kFailed;
-        r.reply = space == line.npos ? std::string() : std::string(line.substr(space + 1));
-    }
-}
-
 }  // namespace
 
 bool SpooledMessage::any(RecipientStatus s) const {
@@ -124,7 +104,8 @@ Spool::Recovery Spool::recover() {
         }
         m.recipients.resize(m.envelope.recipients.size());
         std::string states;
-        if (read_file(queue_dir_ + "/" + id + ".state", states)) apply_states(states, m.recipients);
+        if (read_file(queue_dir_ + "/" + id + ".state", states))
+            apply_state_lines(states, m.recipients);
         out.messages.push_back(std::move(m));
     }
     return out;
@@ -143,14 +124,7 @@ bool Spool::read_content(const SpooledMessage& m, std::string& out, std::string&
 }
 
 void Spool::record(const std::string& id, size_t index, const RecipientState& state) {
-    std::string line =
-        (state.status == RecipientStatus::kDelivered ? "D " : "F ") + std::to_string(index);
-    if (state.status == RecipientStatus::kFailed) {
-        std::string reply = state.reply;
-        std::replace(reply.begin(), reply.end(), '\n', ' ');
-        line += " " + reply;
-    }
-    line += "\n";
+    const std::string line = format_state_line(index, state);
     int fd = ::open((queue_dir_ + "/" + id + ".state").c_str(),
                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) return;

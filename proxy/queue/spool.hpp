@@ -16,16 +16,10 @@
 #include <vector>
 
 #include "proxy/queue/message.hpp"
+#include "proxy/queue/spool_record.hpp"
 #include "proxy/upstream/outbox.hpp"
 
 namespace postern::queue {
-
-enum class RecipientStatus { kPending, kDelivered, kFailed };
-
-struct RecipientState {
-    RecipientStatus status = RecipientStatus::kPending;
-    std::string reply;  // the last reply or failure reason
-};
 
 struct SpooledMessage {
     Envelope envelope;

@@ -491,5 +491,93 @@ TEST(EnvelopeToJson, PostmasterRecipient) {
     EXPECT_EQ(str(doc.get("recipients")->items[0], "address"), "Postmaster");
 }
 
+// ---- envelope_from_json: the spool reads back what it wrote -----------------------------
+
+TEST(EnvelopeFromJson, RoundTripOfEveryField) {
+    Envelope e = basic_envelope();
+    e.route = "smarthost";
+    auto mail = smtp::parse_mail_from(
+        "FROM:<\"odd local\"@example.com> SIZE=999 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x+2By",
+        1 << 20);
+    ASSERT_FALSE(mail.error);
+    e.mail_from = mail.value;
+    auto rcpt = smtp::parse_rcpt_to(
+        "TO:<j\xc3\xb6rg@b\xc3\xbc"
+        "cher.example> NOTIFY=SUCCESS,DELAY "
+        "ORCPT=rfc822;a+2Bb@example.net",
+        true);
+    ASSERT_FALSE(rcpt.error);
+    auto postmaster = smtp::parse_rcpt_to("TO:<Postmaster> NOTIFY=NEVER", false);
+    ASSERT_FALSE(postmaster.error);
+    e.recipients = {rcpt.value, postmaster.value};
+
+    Envelope back;
+    uint64_t size = 0;
+    std::string error;
+    ASSERT_TRUE(envelope_from_json(envelope_to_json(e, 4321), back, size, error)) << error;
+    EXPECT_EQ(size, 4321u);
+    EXPECT_EQ(back.queue_id, e.queue_id);
+    EXPECT_EQ(back.route, "smarthost");
+    EXPECT_EQ(back.mail_from.sender.mailbox(), "\"odd local\"@example.com");
+    EXPECT_EQ(back.mail_from.params.size, std::optional<uint64_t>(999));
+    EXPECT_EQ(back.mail_from.params.body, smtp::BodyType::k8BitMime);
+    EXPECT_TRUE(back.mail_from.params.smtputf8);
+    EXPECT_EQ(back.mail_from.params.ret, smtp::DsnRet::kHdrs);
+    EXPECT_EQ(back.mail_from.params.envid, "x+2By");
+    ASSERT_EQ(back.recipients.size(), 2u);
+    EXPECT_EQ(back.recipients[0].recipient.mailbox(),
+              "j\xc3\xb6rg@b\xc3\xbc"
+              "cher.example");
+    EXPECT_EQ(back.recipients[0].params.notify, smtp::notify::kSuccess | smtp::notify::kDelay);
+    EXPECT_EQ(back.recipients[0].params.orcpt, "rfc822;a+2Bb@example.net");
+    EXPECT_EQ(back.recipients[1].recipient.mailbox(), "Postmaster");  // as written
+    EXPECT_EQ(back.recipients[1].params.notify, smtp::notify::kNever);
+    EXPECT_EQ(back.client_ip, e.client_ip);
+    EXPECT_EQ(back.client_port, e.client_port);
+    EXPECT_EQ(back.helo, e.helo);
+    EXPECT_EQ(back.protocol, e.protocol);
+    EXPECT_EQ(back.listener, e.listener);
+    EXPECT_EQ(back.received_at, e.received_at);
+    // And what it writes again is what was read.
+    EXPECT_EQ(envelope_to_json(back, 4321), envelope_to_json(e, 4321));
+}
+
+TEST(EnvelopeFromJson, NullSender) {
+    Envelope e = basic_envelope();
+    e.mail_from = smtp::parse_mail_from("FROM:<>", 1 << 20).value;
+    Envelope back;
+    uint64_t size = 0;
+    std::string error;
+    ASSERT_TRUE(envelope_from_json(envelope_to_json(e, 1), back, size, error)) << error;
+    EXPECT_TRUE(back.mail_from.sender.null);
+}
+
+TEST(EnvelopeFromJson, DamagedRecordsAreRefusedWithAReason) {
+    const std::string good = envelope_to_json(basic_envelope(), 10);
+    Envelope back;
+    uint64_t size = 0;
+    std::string error;
+    // Truncated anywhere: never accepted.
+    for (size_t cut = 0; cut + 1 < good.size(); cut += 7) {
+        error.clear();
+        EXPECT_FALSE(envelope_from_json(good.substr(0, cut), back, size, error)) << cut;
+        EXPECT_FALSE(error.empty());
+    }
+    auto without = [&](const std::string& key) {
+        std::string text = good;
+        size_t at = text.find("\"" + key + "\"");
+        text.replace(at, key.size() + 2, "\"x" + key + "\"");
+        return text;
+    };
+    for (const char* key : {"queue_id", "mail_from", "recipients", "size", "received_at"}) {
+        EXPECT_FALSE(envelope_from_json(without(key), back, size, error)) << key;
+    }
+    std::string bad_address = good;
+    bad_address.replace(bad_address.find("bob@example.net"), 15, "bob@@example.net");
+    EXPECT_FALSE(envelope_from_json(bad_address, back, size, error));
+    EXPECT_FALSE(envelope_from_json("[1, 2]", back, size, error));
+    EXPECT_FALSE(envelope_from_json("", back, size, error));
+}
+
 }  // namespace
 }  // namespace postern::queue

@@ -1,0 +1,28 @@
+// The per-recipient state lines of a spooled message (SPOOL/queue/<id>.state): one line per
+// recipient that reached a final state, appended as it happens:
+//   "D <index>\n"              delivered
+//   "F <index> <reply>\n"      failed, with the reply or reason (newlines replaced)
+// The newline ends a record: a line without one (a crash while appending) is not applied.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace postern::queue {
+
+enum class RecipientStatus { kPending, kDelivered, kFailed };
+
+struct RecipientState {
+    RecipientStatus status = RecipientStatus::kPending;
+    std::string reply;  // the last reply or failure reason
+};
+
+// The line for a final state (delivered or failed) of recipient `index`.
+std::string format_state_line(size_t index, const RecipientState& state);
+
+// Applies every complete, well-formed line of `text` to `recipients` (indexes out of range and
+// malformed lines are skipped; a later line for the same recipient wins).
+void apply_state_lines(std::string_view text, std::vector<RecipientState>& recipients);
+
+}  // namespace postern::queue
