@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "proxy/observe/log.hpp"
+#include "proxy/queue/dsn.hpp"
 
 namespace postern::queue {
 
@@ -109,8 +110,13 @@ asio::awaitable<AttemptResult> attempt_delivery(SpooledMessage m, const Spool& s
 }
 
 Scheduler::Scheduler(asio::io_context& home, std::vector<DeliveryThread> threads,
-                     const config::Config& config, Spool& spool)
-    : home_(home), threads_(std::move(threads)), config_(config), spool_(spool), wake_(home) {
+                     const config::Config& config, Spool& spool, QueueIdGenerator& ids)
+    : home_(home),
+      threads_(std::move(threads)),
+      config_(config),
+      spool_(spool),
+      ids_(ids),
+      wake_(home) {
     for (const auto& [name, route] : config.routes) {
         if (route.upstream.empty()) continue;
         Route& r = routes_[name];
@@ -131,9 +137,12 @@ void Scheduler::submit(SpooledMessage message) {
                  {"detail", "no upstream route of that name in the configuration; kept"}});
             return;
         }
-        if (!m.any(RecipientStatus::kPending)) return done(m);
         auto [it, inserted] = messages_.emplace(id, std::move(m));
-        if (inserted) schedule(it->second, std::chrono::steady_clock::now());
+        if (!inserted) return;
+        if (it->second.any(RecipientStatus::kPending)) {
+            schedule(it->second, std::chrono::steady_clock::now());
+        }
+        settle(id);
     });
 }
 
@@ -239,33 +248,116 @@ void Scheduler::finish(const std::string& id, AttemptResult result) {
             spool_.record(id, i, state);
         }
     }
-    if (!m.any(RecipientStatus::kPending)) {
-        done(m);
-        messages_.erase(it);
-        wake_.cancel();
-        return;
+    if (m.any(RecipientStatus::kPending)) {
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        auto delay = route.policy.delay(m.attempts, unit(random_));
+        log(LogLevel::kInfo, "deferred",
+            {{"queue_id", id},
+             {"attempts", m.attempts},
+             {"next_attempt_s", static_cast<int64_t>((delay.count() + 999) / 1000)}});
+        schedule(m, std::chrono::steady_clock::now() + delay);
     }
-    std::uniform_real_distribution<double> unit(0.0, 1.0);
-    auto delay = route.policy.delay(m.attempts, unit(random_));
-    log(LogLevel::kInfo, "deferred",
-        {{"queue_id", id},
-         {"attempts", m.attempts},
-         {"next_attempt_s", static_cast<int64_t>((delay.count() + 999) / 1000)}});
-    schedule(m, std::chrono::steady_clock::now() + delay);
+    settle(id);
 }
 
-void Scheduler::done(const SpooledMessage& m) {
-    const std::string& id = m.envelope.queue_id;
-    if (m.any(RecipientStatus::kFailed)) {
-        // Kept for the bounce (RFC 3464), which the next part of the queue sends.
-        log(LogLevel::kWarn, "bounce_pending",
-            {{"queue_id", id},
-             {"from", m.envelope.mail_from.sender.mailbox()},
-             {"detail", "failed recipients kept in the spool; bounces are not sent yet"}});
-        return;
+void Scheduler::settle(const std::string& id) {
+    auto it = messages_.find(id);
+    if (it == messages_.end()) return;
+    SpooledMessage& m = it->second;
+    if (!m.bouncing) {
+        std::vector<size_t> unreported;
+        for (size_t i = 0; i < m.recipients.size(); ++i) {
+            const RecipientState& r = m.recipients[i];
+            if (r.status == RecipientStatus::kFailed && !r.bounced) unreported.push_back(i);
+        }
+        if (!unreported.empty()) {
+            m.bouncing = true;
+            asio::co_spawn(home_, bounce(id, std::move(unreported)), asio::detached);
+        }
     }
+    if (m.any(RecipientStatus::kPending) || m.bouncing) return;
     spool_.remove(id);
-    log(LogLevel::kInfo, "message_done", {{"queue_id", id}, {"attempts", m.attempts}});
+    log(LogLevel::kInfo, "message_done",
+        {{"queue_id", id},
+         {"attempts", m.attempts},
+         {"failed",
+          std::count_if(m.recipients.begin(), m.recipients.end(), [](const RecipientState& r) {
+              return r.status == RecipientStatus::kFailed;
+          })}});
+    messages_.erase(it);
+    wake_.cancel();
+}
+
+asio::awaitable<void> Scheduler::bounce(std::string id, std::vector<size_t> indices) {
+    auto it = messages_.find(id);
+    if (it == messages_.end()) co_return;
+    const SpooledMessage original = it->second;  // a copy: the map may change while we wait
+    const Envelope& e = original.envelope;
+    std::vector<FailedRecipient> report;
+    for (size_t i : indices) {
+        if (!wants_failure_notice(e.recipients[i])) continue;
+        const std::string& reply = original.recipients[i].reply;
+        report.push_back({i, reply, reply.rfind("expired:", 0) == 0});
+    }
+    bool stored = true;
+    if (e.mail_from.sender.null || report.empty()) {
+        // RFC 5321 6.1 / 4.5.5: never a bounce to <>; NOTIFY without FAILURE asked for none.
+        log(LogLevel::kInfo, "bounce_skipped",
+            {{"queue_id", id},
+             {"reason", e.mail_from.sender.null ? "null sender" : "NOTIFY does not ask for it"},
+             {"nrcpt", indices.size()}});
+    } else {
+        std::string content;
+        std::string error;
+        if (!spool_.read_content(original, content, error)) content.clear();  // no headers then
+        Envelope b;
+        b.queue_id = ids_.next();
+        b.mail_from.sender.null = true;  // MAIL FROM:<> (RFC 3464 2, RFC 5321 4.5.5)
+        smtp::RcptTo to;
+        to.recipient = e.mail_from.sender;
+        b.recipients.push_back(std::move(to));
+        b.mail_from.params.smtputf8 = e.mail_from.sender.utf8;
+        b.client_ip = "127.0.0.1";
+        b.helo = config_.server.hostname;
+        b.protocol = "LOCAL";
+        b.listener = "bounce";
+        b.route = e.route;
+        b.received_at = std::chrono::system_clock::now();
+        DsnInput in;
+        in.reporting_mta = config_.server.hostname;
+        in.envelope = &e;
+        in.failed = report;
+        in.original = content;
+        in.now = b.received_at;
+        in.unique = b.queue_id;
+        const std::string dsn = build_dsn(in);
+        upstream::StoreResult r = co_await spool_.writer().store(b, std::string(), dsn);
+        if (r.error) {
+            stored = false;
+            log(LogLevel::kError, "bounce_store_failed",
+                {{"queue_id", id}, {"step", r.step}, {"error", r.error.message()}});
+        } else {
+            log(LogLevel::kInfo, "bounce_queued",
+                {{"queue_id", id},
+                 {"bounce_id", b.queue_id},
+                 {"to", e.mail_from.sender.mailbox()},
+                 {"nrcpt", report.size()}});
+            SpooledMessage sm;
+            sm.envelope = std::move(b);
+            sm.size = dsn.size();
+            sm.recipients.resize(1);
+            submit(std::move(sm));
+        }
+    }
+    it = messages_.find(id);
+    if (it == messages_.end()) co_return;
+    it->second.bouncing = false;
+    if (!stored) co_return;  // tried again at the next change or start-up
+    for (size_t i : indices) {
+        it->second.recipients[i].bounced = true;
+        spool_.record_bounced(id, i);
+    }
+    settle(id);
 }
 
 }  // namespace postern::queue

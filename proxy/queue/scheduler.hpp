@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "proxy/config/config.hpp"
+#include "proxy/queue/queue_id.hpp"
 #include "proxy/queue/retry_policy.hpp"
 #include "proxy/queue/spool.hpp"
 #include "proxy/upstream/pool.hpp"
@@ -46,8 +47,9 @@ struct AttemptResult {
 
 class Scheduler {
   public:
+    // `ids` names the bounces the scheduler writes.
     Scheduler(asio::io_context& home, std::vector<DeliveryThread> threads,
-              const config::Config& config, Spool& spool);
+              const config::Config& config, Spool& spool, QueueIdGenerator& ids);
 
     // Any thread: a message just stored, or recovered at start-up.
     void submit(SpooledMessage message);
@@ -69,13 +71,18 @@ class Scheduler {
     void dispatch();
     void finish(const std::string& id, AttemptResult result);
     void schedule(SpooledMessage& m, std::chrono::steady_clock::time_point when);
-    void done(const SpooledMessage& m);
+    // After a change of recipient states: reports new failures to the sender, and removes
+    // the message once nothing is pending and every failure is reported.
+    void settle(const std::string& id);
+    // Stores a bounce for the failed recipients `indices` of message `id` (home thread).
+    asio::awaitable<void> bounce(std::string id, std::vector<size_t> indices);
 
     asio::io_context& home_;
     std::vector<DeliveryThread> threads_;
     size_t next_thread_ = 0;
     const config::Config& config_;
     Spool& spool_;
+    QueueIdGenerator& ids_;
     asio::steady_timer wake_;
     std::unordered_map<std::string, SpooledMessage> messages_;  // home thread only
     std::map<std::string, Route> routes_;                       // by route name

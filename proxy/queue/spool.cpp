@@ -123,8 +123,15 @@ bool Spool::read_content(const SpooledMessage& m, std::string& out, std::string&
     return true;
 }
 
+void Spool::record_bounced(const std::string& id, size_t index) {
+    append_state(id, format_bounced_line(index));
+}
+
 void Spool::record(const std::string& id, size_t index, const RecipientState& state) {
-    const std::string line = format_state_line(index, state);
+    append_state(id, format_state_line(index, state));
+}
+
+void Spool::append_state(const std::string& id, const std::string& line) {
     int fd = ::open((queue_dir_ + "/" + id + ".state").c_str(),
                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd < 0) return;

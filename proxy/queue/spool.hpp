@@ -27,6 +27,7 @@ struct SpooledMessage {
     std::vector<RecipientState> recipients;  // parallel to envelope.recipients
     unsigned attempts = 0;
     std::string last_error;
+    bool bouncing = false;  // a bounce is being stored (not kept on disk)
 
     bool any(RecipientStatus s) const;
 };
@@ -52,12 +53,15 @@ class Spool {
     bool read_content(const SpooledMessage& m, std::string& out, std::string& error) const;
     // Appends a final recipient state. Not synced: losing it means one more delivery.
     void record(const std::string& id, size_t index, const RecipientState& state);
+    // Appends that the failure of recipient `index` has been reported (or needs no report).
+    void record_bounced(const std::string& id, size_t index);
     // Removes the message's files once nothing more is to be done with it.
     void remove(const std::string& id);
 
     const std::string& queue_dir() const { return queue_dir_; }
 
   private:
+    void append_state(const std::string& id, const std::string& line);
     void quarantine(const std::string& id, const std::string& reason);
 
     std::string dir_;

@@ -18,6 +18,10 @@ std::string format_state_line(size_t index, const RecipientState& state) {
     return line + "\n";
 }
 
+std::string format_bounced_line(size_t index) {
+    return "B " + std::to_string(index) + "\n";
+}
+
 void apply_state_lines(std::string_view text, std::vector<RecipientState>& recipients) {
     size_t pos = 0;
     while (true) {
@@ -25,7 +29,10 @@ void apply_state_lines(std::string_view text, std::vector<RecipientState>& recip
         if (nl == std::string_view::npos) break;  // a torn last line: ignored
         std::string_view line = text.substr(pos, nl - pos);
         pos = nl + 1;
-        if (line.size() < 3 || (line[0] != 'D' && line[0] != 'F') || line[1] != ' ') continue;
+        if (line.size() < 3 || (line[0] != 'D' && line[0] != 'F' && line[0] != 'B') ||
+            line[1] != ' ') {
+            continue;
+        }
         size_t space = line.find(' ', 2);
         std::string_view number = line.substr(2, space == line.npos ? line.npos : space - 2);
         size_t index = 0;
@@ -35,6 +42,10 @@ void apply_state_lines(std::string_view text, std::vector<RecipientState>& recip
             continue;
         }
         RecipientState& r = recipients[index];
+        if (line[0] == 'B') {
+            if (r.status == RecipientStatus::kFailed) r.bounced = true;
+            continue;
+        }
         r.status = line[0] == 'D' ? RecipientStatus::kDelivered : RecipientStatus::kFailed;
         r.reply = space == line.npos ? std::string() : std::string(line.substr(space + 1));
     }

@@ -2,6 +2,7 @@
 // recipient that reached a final state, appended as it happens:
 //   "D <index>\n"              delivered
 //   "F <index> <reply>\n"      failed, with the reply or reason (newlines replaced)
+//   "B <index>\n"              the failure was reported to the sender (or needs no report)
 // The newline ends a record: a line without one (a crash while appending) is not applied.
 #pragma once
 
@@ -15,11 +16,14 @@ enum class RecipientStatus { kPending, kDelivered, kFailed };
 
 struct RecipientState {
     RecipientStatus status = RecipientStatus::kPending;
-    std::string reply;  // the last reply or failure reason
+    std::string reply;     // the last reply or failure reason
+    bool bounced = false;  // failed, and the bounce is stored (or none is wanted)
 };
 
 // The line for a final state (delivered or failed) of recipient `index`.
 std::string format_state_line(size_t index, const RecipientState& state);
+// The line saying that the failure of recipient `index` has been reported.
+std::string format_bounced_line(size_t index);
 
 // Applies every complete, well-formed line of `text` to `recipients` (indexes out of range and
 // malformed lines are skipped; a later line for the same recipient wins).

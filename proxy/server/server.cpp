@@ -305,8 +305,8 @@ int Server::run() {
     if (s.spool) {
         std::vector<queue::DeliveryThread> threads;
         for (auto& w : s.workers) threads.push_back({&w->ctx, &w->pools});
-        s.scheduler =
-            std::make_unique<queue::Scheduler>(main_ctx, std::move(threads), config, *s.spool);
+        s.scheduler = std::make_unique<queue::Scheduler>(main_ctx, std::move(threads), config,
+                                                         *s.spool, s.ids);
         // Everything acknowledged before a stop or a crash is delivered again from the spool.
         const auto started = std::chrono::steady_clock::now();
         queue::Spool::Recovery recovered = s.spool->recover();

@@ -46,6 +46,16 @@ TEST(SpoolRecord, DamagedLinesAreSkipped) {
     EXPECT_EQ(r[2].status, RecipientStatus::kFailed);
 }
 
+TEST(SpoolRecord, BouncedMarksOnlyFailedRecipients) {
+    auto r = three();
+    apply_state_lines("F 0 550 no\nB 0\nD 1\nB 1\nB 2\n", r);
+    EXPECT_TRUE(r[0].bounced);
+    EXPECT_EQ(r[0].status, RecipientStatus::kFailed);
+    EXPECT_FALSE(r[1].bounced);  // delivered: nothing to report
+    EXPECT_FALSE(r[2].bounced);  // still pending
+    EXPECT_EQ(format_bounced_line(7), "B 7\n");
+}
+
 TEST(SpoolRecord, LaterLineWins) {
     auto r = three();
     apply_state_lines("F 0 451 first\nD 0\n", r);

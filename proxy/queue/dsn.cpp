@@ -1,0 +1,144 @@
+// Bounce messages; see dsn.hpp.
+#include "proxy/queue/dsn.hpp"
+
+#include "proxy/server/received_header.hpp"
+
+namespace postern::queue {
+namespace {
+
+bool is_enhanced(std::string_view s) {
+    // class "." subject "." detail, with class 2, 4 or 5 (RFC 3463 2)
+    if (s.size() < 5 || (s[0] != '2' && s[0] != '4' && s[0] != '5') || s[1] != '.') return false;
+    size_t dot = s.find('.', 2);
+    if (dot == std::string_view::npos || dot == 2 || dot > 5) return false;
+    for (size_t i = 2; i < dot; ++i) {
+        if (s[i] < '0' || s[i] > '9') return false;
+    }
+    if (dot + 1 >= s.size() || s.size() - dot - 1 > 3) return false;
+    for (size_t i = dot + 1; i < s.size(); ++i) {
+        if (s[i] < '0' || s[i] > '9') return false;
+    }
+    return true;
+}
+
+// The end of the header section of a message: the offset just after the empty line, or the
+// whole message when there is none.
+size_t header_end(std::string_view message) {
+    if (message.substr(0, 2) == "\r\n") return 2;
+    size_t at = message.find("\r\n\r\n");
+    return at == std::string_view::npos ? message.size() : at + 4;
+}
+
+std::string address_type(const smtp::Address& a) {
+    return a.utf8 ? "utf-8; " : "rfc822; ";
+}
+
+// A header field value must not carry line breaks from a reply.
+std::string one_line(std::string text) {
+    for (char& c : text) {
+        if (c == '\r' || c == '\n') c = ' ';
+    }
+    return text;
+}
+
+}  // namespace
+
+bool wants_failure_notice(const smtp::RcptTo& r) {
+    const unsigned n = r.params.notify;
+    if (n == 0) return true;
+    return (n & smtp::notify::kFailure) != 0 && (n & smtp::notify::kNever) == 0;
+}
+
+std::string dsn_status(const FailedRecipient& failed) {
+    if (failed.expired) return "4.4.7";
+    // "550 5.1.1 text": the second word.
+    std::string_view reply = failed.reply;
+    size_t space = reply.find(' ');
+    if (space != std::string_view::npos) {
+        std::string_view rest = reply.substr(space + 1);
+        std::string_view word = rest.substr(0, rest.find(' '));
+        if (is_enhanced(word)) return std::string(word);
+    }
+    return "5.0.0";
+}
+
+std::string build_dsn(const DsnInput& in) {
+    const Envelope& e = *in.envelope;
+    const std::string boundary = in.unique + "/" + in.reporting_mta;
+    const std::string date = server::rfc5322_date(in.now);
+    std::string m;
+    m += "From: Mail Delivery System <MAILER-DAEMON@" + in.reporting_mta + ">\r\n";
+    m += "To: <" + e.mail_from.sender.mailbox() + ">\r\n";
+    m += "Subject: Undelivered Mail Returned to Sender\r\n";
+    m += "Date: " + date + "\r\n";
+    m += "Message-ID: <" + in.unique + ".bounce@" + in.reporting_mta + ">\r\n";
+    m += "Auto-Submitted: auto-replied\r\n";  // RFC 3834: no automatic replies to this
+    m += "MIME-Version: 1.0\r\n";
+    m += "Content-Type: multipart/report; report-type=delivery-status;\r\n";
+    m += "\tboundary=\"" + boundary + "\"\r\n";
+    m += "\r\n";
+    m += "This is a MIME-encapsulated message.\r\n\r\n";
+
+    // 1. For people.
+    m += "--" + boundary + "\r\n";
+    m += "Content-Description: Notification\r\n";
+    m += "Content-Type: text/plain; charset=utf-8\r\n\r\n";
+    m += "This is the mail system at host " + in.reporting_mta + ".\r\n\r\n";
+    m += "Your message (queue id " + e.queue_id + ") could not be delivered to the following\r\n";
+    m += "recipient" + std::string(in.failed.size() == 1 ? "" : "s") + ":\r\n\r\n";
+    for (const FailedRecipient& f : in.failed) {
+        m +=
+            "<" + e.recipients.at(f.index).recipient.mailbox() + ">: " + one_line(f.reply) + "\r\n";
+    }
+    m += "\r\n";
+
+    // 2. For programs (RFC 3464 2.1).
+    m += "--" + boundary + "\r\n";
+    m += "Content-Description: Delivery report\r\n";
+    m += "Content-Type: message/delivery-status\r\n\r\n";
+    m += "Reporting-MTA: dns; " + in.reporting_mta + "\r\n";
+    m += "X-Postern-Queue-ID: " + e.queue_id + "\r\n";
+    if (!e.mail_from.params.envid.empty()) {
+        m += "Original-Envelope-Id: " + e.mail_from.params.envid + "\r\n";
+    }
+    m += "Arrival-Date: " + server::rfc5322_date(e.received_at) + "\r\n";
+    for (const FailedRecipient& f : in.failed) {
+        const smtp::RcptTo& r = e.recipients.at(f.index);
+        m += "\r\n";
+        m += "Final-Recipient: " + address_type(r.recipient) + r.recipient.mailbox() + "\r\n";
+        if (!r.params.orcpt.empty()) m += "Original-Recipient: " + r.params.orcpt + "\r\n";
+        m += "Action: failed\r\n";
+        m += "Status: " + dsn_status(f) + "\r\n";
+        if (!f.expired && f.reply.size() > 3 && f.reply[0] >= '2' && f.reply[0] <= '5') {
+            m += "Diagnostic-Code: smtp; " + one_line(f.reply) + "\r\n";
+        } else {
+            m += "Diagnostic-Code: X-Postern; " + one_line(f.reply) + "\r\n";
+        }
+        m += "Last-Attempt-Date: " + date + "\r\n";
+    }
+    m += "\r\n";
+
+    // 3. The original: headers only unless RET=FULL (RFC 3461 4.3).
+    const bool full = e.mail_from.params.ret == smtp::DsnRet::kFull;
+    m += "--" + boundary + "\r\n";
+    if (full) {
+        m += "Content-Description: Undelivered message\r\n";
+        m += "Content-Type: message/rfc822\r\n\r\n";
+        m += in.original;
+        if (!in.original.empty() && in.original.substr(in.original.size() - 1) != "\n") {
+            m += "\r\n";
+        }
+    } else {
+        m += "Content-Description: Undelivered message headers\r\n";
+        m += "Content-Type: text/rfc822-headers\r\n\r\n";
+        std::string_view headers = in.original.substr(0, header_end(in.original));
+        if (headers.size() >= 4 && headers.substr(headers.size() - 4) == "\r\n\r\n") {
+            headers.remove_suffix(2);  // the empty line ends the part, not the headers
+        }
+        m += headers;
+    }
+    m += "\r\n--" + boundary + "--\r\n";
+    return m;
+}
+
+}  // namespace postern::queue
