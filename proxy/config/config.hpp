@@ -23,6 +23,7 @@ struct ServerConfig {
     unsigned threads = 0;  // resolved: 0 in the file means one per core
     std::string spool_dir = "var/spool";
     std::chrono::milliseconds shutdown_grace{std::chrono::seconds(30)};
+    uint64_t min_free_space = 100ull * 1024 * 1024;  // below it MAIL gets 452 4.3.1; 0: off
 };
 
 struct LogConfig {

@@ -258,7 +258,9 @@ std::string default_hostname() {
 }
 
 void read_server(Walker& w, const toml::table& t, ServerConfig& s) {
-    w.check_keys(t, "server", {"hostname", "threads", "spool_dir", "shutdown_grace"});
+    w.check_keys(t, "server",
+                 {"hostname", "threads", "spool_dir", "shutdown_grace", "min_free_space"});
+    w.get_size(t, "min_free_space", "server", s.min_free_space, 0);
     if (w.get_string(t, "hostname", "server", s.hostname) &&
         !smtp::is_valid_domain(s.hostname, false)) {
         w.error(t.get("hostname")->source(), "server.hostname",

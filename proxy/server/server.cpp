@@ -73,7 +73,7 @@ struct ListenerState {
                   queue::QueueIdGenerator& ids, const upstream::RouteTable& routes,
                   const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
-          context{config, listener, ids, routes, outboxes, limits, nullptr, nullptr} {}
+          context{config, listener, ids, routes, outboxes, limits, nullptr, nullptr, nullptr} {}
     ConnectionLimits limits;
     ListenerContext context;
     // One acceptor per I/O thread on the same port (SO_REUSEPORT): the kernel spreads the
@@ -111,6 +111,7 @@ struct Server::Impl {
     // The durable queue, when a queue-mode listener can reach an upstream route.
     std::unique_ptr<queue::Spool> spool;
     std::unique_ptr<queue::Scheduler> scheduler;
+    std::unique_ptr<StorageGuard> storage;
     std::vector<std::unique_ptr<ListenerState>> listeners;
     // Last, so destroyed first: coroutine frames left in the contexts refer to everything above.
     std::vector<std::unique_ptr<Worker>> workers;
@@ -191,6 +192,7 @@ void Server::Impl::tell_sessions(bool force) {
 
 asio::awaitable<void> Server::Impl::sweep_deadlines(Worker& worker) {
     asio::steady_timer tick(worker.ctx);
+    unsigned ticks = 0;
     while (true) {
         tick.expires_after(kSweepInterval);
         auto [ec] = co_await tick.async_wait(kUseTuple);
@@ -198,6 +200,8 @@ asio::awaitable<void> Server::Impl::sweep_deadlines(Worker& worker) {
         auto now = std::chrono::steady_clock::now();
         worker.registry.sweep(now);
         worker.pools.sweep(now);
+        // The free-space floor, once a second, by the first worker.
+        if (&worker == workers.front().get() && ++ticks % 5 == 0) storage->check();
     }
 }
 
@@ -302,6 +306,11 @@ int Server::run() {
         }
     }
 
+    s.storage = std::make_unique<StorageGuard>(config.server.min_free_space);
+    for (const auto& [dir, outbox] : s.outboxes) s.storage->watch(dir);
+    if (s.spool) s.storage->watch(s.spool->queue_dir());
+    s.storage->check();
+
     if (s.spool) {
         std::vector<queue::DeliveryThread> threads;
         for (auto& w : s.workers) threads.push_back({&w->ctx, &w->pools});
@@ -328,6 +337,7 @@ int Server::run() {
         auto state = std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets);
         state->context.spool = s.spool.get();
         state->context.scheduler = s.scheduler.get();
+        state->context.storage = s.storage.get();
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         auto open = [&](tcp::acceptor& a, bool reuse_port) {

@@ -424,6 +424,10 @@ void Session::on_mail(std::string_view args) {
     if (ctx_.listener.relay == config::RelayPolicy::kAuthenticated) {
         return reply(replies::kAuthRequired);
     }
+    if (ctx_.storage && ctx_.storage->low()) {
+        // Not the client's error: it should try again later (RFC 5321 4.5.3.1.10 spirit).
+        return reply(replies::kInsufficientStorage, false);
+    }
     auto parsed = smtp::parse_mail_from(args, ctx_.listener.max_message_size, esmtp_);
     if (parsed.error) return reply(*parsed.error);
     transaction_.active = true;

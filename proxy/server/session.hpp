@@ -20,6 +20,7 @@
 #include "proxy/queue/spool.hpp"
 #include "proxy/server/connection_limits.hpp"
 #include "proxy/server/input_buffer.hpp"
+#include "proxy/server/storage_guard.hpp"
 #include "proxy/smtp/command.hpp"
 #include "proxy/smtp/data_reader.hpp"
 #include "proxy/smtp/esmtp_params.hpp"
@@ -45,6 +46,7 @@ struct ListenerContext {
     // The durable queue, for upstream routes in queue mode (null when no route needs it).
     queue::Spool* spool;
     queue::Scheduler* scheduler;
+    const StorageGuard* storage;  // the free-space floor
 };
 
 class Session;

@@ -74,6 +74,7 @@ inline const Reply kDataLineTooLong{550, "5.6.0",
 // Policy and storage.
 inline const Reply kRelayDenied{554, "5.7.1", "Relay access denied"};
 inline const Reply kAuthRequired{530, "5.7.0", "Authentication required"};
+inline const Reply kInsufficientStorage{452, "4.3.1", "Insufficient system storage"};
 inline const Reply kStorageFailed{451, "4.3.0",
                                   "Error: local error in processing, try again later"};
 

@@ -43,6 +43,37 @@ class WriteErrorTest(unittest.TestCase):
         self.assertIsNone(self.postern.proc.poll())
 
 
+class FreeSpaceFloorTest(unittest.TestCase):
+    """[server] min_free_space: below it, MAIL gets 452 4.3.1 and nothing is accepted. The
+    test cannot fill the disk, so it sets a floor larger than any disk (2**60 octets)."""
+
+    def test_mail_refused_below_the_floor(self):
+        p = Postern(server={"min_free_space": 2 ** 60})
+        self.addCleanup(p.cleanup)
+        p.start()
+        c = p.connect()
+        self.assertEqual(c.reply()[0], 220)
+        c.cmd("EHLO client.example")
+        code, text, _ = c.cmd("MAIL FROM:<a@example.com>")
+        self.assertEqual((code, text), (452, "4.3.1 Insufficient system storage"))
+        # Not a client error: the session goes on and may try again later.
+        self.assertEqual(c.cmd("NOOP")[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(p.messages(), {})
+        self.assertRegex(p.log(), r"event=storage_low .*min_free_space=1152921504606846976")
+
+    def test_floor_zero_is_off(self):
+        p = Postern(server={"min_free_space": 0})
+        self.addCleanup(p.cleanup)
+        p.start()
+        c = p.connect()
+        c.reply()
+        c.cmd("EHLO client.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.com>")[0], 250)
+        c.cmd("QUIT")
+        self.assertNotIn("storage_low", p.log())
+
+
 class JsonLogTest(unittest.TestCase):
 
     def test_every_log_line_is_a_json_object(self):
