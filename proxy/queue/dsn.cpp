@@ -2,6 +2,7 @@
 #include "proxy/queue/dsn.hpp"
 
 #include "proxy/server/received_header.hpp"
+#include "proxy/smtp/xtext.hpp"
 
 namespace postern::queue {
 namespace {
@@ -99,14 +100,28 @@ std::string build_dsn(const DsnInput& in) {
     m += "Reporting-MTA: dns; " + in.reporting_mta + "\r\n";
     m += "X-Postern-Queue-ID: " + e.queue_id + "\r\n";
     if (!e.mail_from.params.envid.empty()) {
-        m += "Original-Envelope-Id: " + e.mail_from.params.envid + "\r\n";
+        // RFC 3461 4.4: xtext in SMTP, the decoded value in the DSN (one line, printable).
+        m += "Original-Envelope-Id: " +
+             one_line(
+                 smtp::xtext_decode(e.mail_from.params.envid).value_or(e.mail_from.params.envid)) +
+             "\r\n";
     }
     m += "Arrival-Date: " + server::rfc5322_date(e.received_at) + "\r\n";
     for (const FailedRecipient& f : in.failed) {
         const smtp::RcptTo& r = e.recipients.at(f.index);
         m += "\r\n";
         m += "Final-Recipient: " + address_type(r.recipient) + r.recipient.mailbox() + "\r\n";
-        if (!r.params.orcpt.empty()) m += "Original-Recipient: " + r.params.orcpt + "\r\n";
+        if (!r.params.orcpt.empty()) {
+            // "addr-type;xtext" in SMTP; the address decoded in the DSN (RFC 3461 4.2).
+            std::string_view orcpt = r.params.orcpt;
+            size_t semi = orcpt.find(';');
+            std::string decoded = semi == std::string_view::npos
+                                      ? std::string(orcpt)
+                                      : std::string(orcpt.substr(0, semi + 1)) +
+                                            smtp::xtext_decode(orcpt.substr(semi + 1))
+                                                .value_or(std::string(orcpt.substr(semi + 1)));
+            m += "Original-Recipient: " + one_line(decoded) + "\r\n";
+        }
         m += "Action: failed\r\n";
         m += "Status: " + dsn_status(f) + "\r\n";
         if (!f.expired && f.reply.size() > 3 && f.reply[0] >= '2' && f.reply[0] <= '5') {

@@ -272,7 +272,10 @@ void Scheduler::settle(const std::string& id) {
         }
         if (!unreported.empty()) {
             m.bouncing = true;
+            // bounce() may run to its end inside co_spawn (nothing to store: it does not wait)
+            // and settle the message itself, erasing it: `m` must not be used after this.
             asio::co_spawn(home_, bounce(id, std::move(unreported)), asio::detached);
+            return;
         }
     }
     if (m.any(RecipientStatus::kPending) || m.bouncing) return;
