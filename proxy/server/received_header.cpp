@@ -23,9 +23,13 @@ std::string received_header(const queue::Envelope& e, const std::string& hostnam
     std::string literal = e.client_ip.find(':') != std::string::npos ? "[IPv6:" + e.client_ip + "]"
                                                                      : "[" + e.client_ip + "]";
     std::string h = "Received: from " + e.helo + " (" + literal + ")\r\n";
-    h += "\tby " + hostname + " (postern) with " + e.protocol + " id " + e.queue_id + "\r\n";
-    h += "\t";
-    if (e.recipients.size() == 1) h += "for <" + e.recipients.front().recipient.mailbox() + ">; ";
+    h += "\tby " + hostname + " (postern) with " + e.protocol + " id " + e.queue_id;
+    // RFC 5322 3.6.7: the tokens end with ";" before the date, with or without a "for".
+    if (e.recipients.size() == 1) {
+        h += "\r\n\tfor <" + e.recipients.front().recipient.mailbox() + ">; ";
+    } else {
+        h += ";\r\n\t";
+    }
     h += rfc5322_date(e.received_at) + "\r\n";
     return h;
 }

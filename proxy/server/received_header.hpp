@@ -10,7 +10,8 @@
 namespace postern::server {
 
 // "Received: from HELO ([IP])\r\n\tby HOST (postern) with PROTO id QID\r\n\tfor <RCPT>; DATE\r\n"
-// The "for" clause names the recipient only when there is exactly one (RFC 5321 7.2).
+// The "for" clause names the recipient only when there is exactly one (RFC 5321 7.2); without
+// it the second line ends with ";" and the third holds the date.
 std::string received_header(const queue::Envelope& envelope, const std::string& hostname);
 
 // RFC 5322 3.3 date-time in UTC: "Sat, 28 Nov 2026 15:42:32 +0000".

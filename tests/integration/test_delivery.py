@@ -58,6 +58,22 @@ class DeliveryTest(PosternTestCase):
         self.assertEqual(header[1], b"\tby postern.test (postern) with ESMTP id " + qid.encode())
         self.assertTrue(header[2].startswith(b"\tfor <b@example.net>; "), header[2])
 
+    def test_received_header_with_several_recipients(self):
+        # RFC 5322 3.6.7: ";" before the date even without a "for" clause.
+        c = self.greet()
+        self.assertEqual(c.cmd("MAIL FROM:<a@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<b@example.net>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<c@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        code, text, _ = c.cmd("Subject: two\r\n\r\nx\r\n.")
+        qid = QUEUED.match(text).group(1)
+        eml, _ = self.postern.messages()[qid]
+        header = eml[:eml.index(b"\r\n\r\n")].split(b"\r\n")
+        self.assertEqual(header[1],
+                         b"\tby postern.test (postern) with ESMTP id " + qid.encode() + b";")
+        self.assertRegex(header[2], rb"^\t[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} ")
+        self.assertEqual(strip_received(eml), b"Subject: two\r\n\r\nx\r\n")
+
     def test_envelope_parameters_are_kept(self):
         c = self.greet()
         self.assertEqual(c.cmd("MAIL FROM:<s@example.org> SIZE=100 RET=HDRS ENVID=abc+2Bd "
