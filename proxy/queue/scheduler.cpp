@@ -49,9 +49,12 @@ asio::awaitable<AttemptResult> attempt_delivery(SpooledMessage m, const Spool& s
         for (size_t i : which) out.recipients.push_back({i, status, reply});
     };
     if (pending.empty()) co_return out;
+    // The first attempt uses the copy the session kept; later ones read the spool file.
     std::string content;
     std::string error;
-    if (!spool.read_content(m, content, error)) {
+    if (m.content) {
+        content = *m.content;
+    } else if (!spool.read_content(m, content, error)) {
         all(pending, RecipientStatus::kPending, error);
         co_return out;
     }
@@ -211,6 +214,7 @@ void Scheduler::finish(const std::string& id, AttemptResult result) {
     --route.active;
     const auto age = std::chrono::system_clock::now() - m.envelope.received_at;
     const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(age).count();
+    std::vector<size_t> final_states;  // recipients that reached a final state now
     for (RecipientResult& r : result.recipients) {
         RecipientState& state = m.recipients.at(r.index);
         state.reply = r.reply;
@@ -227,7 +231,7 @@ void Scheduler::finish(const std::string& id, AttemptResult result) {
                         : r.status == RecipientStatus::kFailed  ? "failed"
                                                                 : "deferred"},
              {"reply", r.reply}});
-        if (r.status != RecipientStatus::kPending) spool_.record(id, r.index, state);
+        if (r.status != RecipientStatus::kPending) final_states.push_back(r.index);
     }
     if (m.any(RecipientStatus::kPending) && age >= route.max_age) {
         for (size_t i = 0; i < m.recipients.size(); ++i) {
@@ -245,8 +249,14 @@ void Scheduler::finish(const std::string& id, AttemptResult result) {
                  {"delay_ms", static_cast<int64_t>(delay_ms)},
                  {"result", "failed"},
                  {"reply", state.reply}});
-            spool_.record(id, i, state);
+            final_states.push_back(i);
         }
+    }
+    m.content.reset();  // later attempts read the file: no message bodies held while waiting
+    // A message delivered to everyone now is removed at once: its state lines would only be
+    // written to be deleted. Otherwise they go to disk (a crash then resends no delivered one).
+    if (m.any(RecipientStatus::kPending) || m.any(RecipientStatus::kFailed)) {
+        for (size_t i : final_states) spool_.record(id, i, m.recipients[i]);
     }
     if (m.any(RecipientStatus::kPending)) {
         std::uniform_real_distribution<double> unit(0.0, 1.0);

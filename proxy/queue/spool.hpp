@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ struct SpooledMessage {
     unsigned attempts = 0;
     std::string last_error;
     bool bouncing = false;  // a bounce is being stored (not kept on disk)
+    // The content as the session stored it, for the first attempt (saves reading it back).
+    std::shared_ptr<const std::string> content;
 
     bool any(RecipientStatus s) const;
 };

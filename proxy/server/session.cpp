@@ -803,6 +803,11 @@ asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const st
     if (spooled) {
         queue::SpooledMessage m;
         m.size = header.size() + body_.size();
+        auto content = std::make_shared<std::string>();
+        content->reserve(m.size);
+        *content += header;
+        *content += body_;
+        m.content = std::move(content);
         m.recipients.resize(envelope.recipients.size());
         const std::string id = envelope.queue_id;
         m.envelope = std::move(envelope);
