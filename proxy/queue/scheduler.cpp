@@ -9,6 +9,7 @@
 
 #include "proxy/observe/log.hpp"
 #include "proxy/queue/dsn.hpp"
+#include "proxy/upstream/route_table.hpp"
 
 namespace postern::queue {
 
@@ -124,6 +125,7 @@ Scheduler::Scheduler(asio::io_context& home, std::vector<DeliveryThread> threads
         if (route.upstream.empty()) continue;
         Route& r = routes_[name];
         r.limit = std::max(1u, config.upstreams.at(route.upstream).max_connections);
+        r.active_on.assign(threads_.size(), 0);
         r.policy = RetryPolicy{route.retry_min, route.retry_max};
         r.max_age = route.max_age;
     }
@@ -191,27 +193,34 @@ void Scheduler::dispatch() {
             SpooledMessage& m = it->second;
             ++m.attempts;
             ++route.active;
-            DeliveryThread& t = threads_[next_thread_++ % threads_.size()];
+            // The thread with the fewest attempts of this route running.
+            size_t ti = static_cast<size_t>(
+                std::min_element(route.active_on.begin(), route.active_on.end()) -
+                route.active_on.begin());
+            ++route.active_on[ti];
+            DeliveryThread& t = threads_[ti];
             upstream::UpstreamPool* pool = t.pools->find(config_.routes.at(name).upstream);
             asio::co_spawn(*t.io, attempt_delivery(m, spool_, *pool),
-                           [this, id](std::exception_ptr error, AttemptResult result) {
+                           [this, id, ti](std::exception_ptr error, AttemptResult result) {
                                if (error) {
                                    result = AttemptResult{};  // all recipients stay pending
                                }
-                               asio::post(home_, [this, id, r = std::move(result)]() mutable {
-                                   finish(id, std::move(r));
+                               asio::post(home_, [this, id, ti, r = std::move(result)]() mutable {
+                                   finish(id, ti, std::move(r));
                                });
                            });
         }
     }
 }
 
-void Scheduler::finish(const std::string& id, AttemptResult result) {
+void Scheduler::finish(const std::string& id, size_t thread, AttemptResult result) {
     auto it = messages_.find(id);
     if (it == messages_.end()) return;
     SpooledMessage& m = it->second;
     Route& route = routes_.at(m.envelope.route);
     --route.active;
+    --route.active_on[thread];
+    wake_.cancel();  // a slot is free: due messages of this route may go now
     const auto age = std::chrono::system_clock::now() - m.envelope.received_at;
     const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(age).count();
     std::vector<size_t> final_states;  // recipients that reached a final state now
@@ -334,7 +343,15 @@ asio::awaitable<void> Scheduler::bounce(std::string id, std::vector<size_t> indi
         b.helo = config_.server.hostname;
         b.protocol = "LOCAL";
         b.listener = "bounce";
+        // Routed as mail to the sender's domain would be, from the original's listener;
+        // the original's route when that is not an upstream route of this queue.
         b.route = e.route;
+        for (const config::ListenerConfig& l : config_.listeners) {
+            if (l.name != e.listener) continue;
+            const std::string& r =
+                upstream::RouteTable(config_).select(l, "", e.mail_from.sender.domain);
+            if (routes_.count(r)) b.route = r;
+        }
         b.received_at = std::chrono::system_clock::now();
         DsnInput in;
         in.reporting_mta = config_.server.hostname;
@@ -365,7 +382,15 @@ asio::awaitable<void> Scheduler::bounce(std::string id, std::vector<size_t> indi
     it = messages_.find(id);
     if (it == messages_.end()) co_return;
     it->second.bouncing = false;
-    if (!stored) co_return;  // tried again at the next change or start-up
+    if (!stored) {
+        // Tried again after retry_min: an attempt with nothing pending settles the message,
+        // which starts the bounce again.
+        if (!it->second.any(RecipientStatus::kPending)) {
+            Route& r = routes_.at(it->second.envelope.route);
+            schedule(it->second, std::chrono::steady_clock::now() + r.policy.min);
+        }
+        co_return;
+    }
     for (size_t i : indices) {
         it->second.recipients[i].bounced = true;
         spool_.record_bounced(id, i);

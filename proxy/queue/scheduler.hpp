@@ -62,6 +62,9 @@ class Scheduler {
     struct Route {
         unsigned active = 0;
         unsigned limit = 1;
+        // Attempts running on each thread: each thread's pool has only its share of the
+        // upstream's connections, so attempts go where a connection is free.
+        std::vector<unsigned> active_on;
         RetryPolicy policy;
         std::chrono::milliseconds max_age{0};
         std::multimap<std::chrono::steady_clock::time_point, std::string> due;
@@ -69,7 +72,7 @@ class Scheduler {
 
     asio::awaitable<void> loop();
     void dispatch();
-    void finish(const std::string& id, AttemptResult result);
+    void finish(const std::string& id, size_t thread, AttemptResult result);
     void schedule(SpooledMessage& m, std::chrono::steady_clock::time_point when);
     // After a change of recipient states: reports new failures to the sender, and removes
     // the message once nothing is pending and every failure is reported.
@@ -79,7 +82,6 @@ class Scheduler {
 
     asio::io_context& home_;
     std::vector<DeliveryThread> threads_;
-    size_t next_thread_ = 0;
     const config::Config& config_;
     Spool& spool_;
     QueueIdGenerator& ids_;
