@@ -186,39 +186,6 @@ class Walker {
     std::string file_;
 };
 
-std::optional<Endpoint> parse_endpoint(std::string_view text) {
-    Endpoint e;
-    std::string_view host;
-    std::string_view port;
-    if (!text.empty() && text.front() == '[') {
-        size_t close = text.find(']');
-        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-            return std::nullopt;
-        }
-        host = text.substr(1, close - 1);
-        port = text.substr(close + 2);
-        if (host.find(':') == std::string_view::npos) return std::nullopt;
-    } else {
-        size_t colon = text.rfind(':');
-        if (colon == std::string_view::npos) return std::nullopt;
-        host = text.substr(0, colon);
-        port = text.substr(colon + 1);
-        if (host.find(':') != std::string_view::npos) return std::nullopt;  // IPv6 needs [ ]
-    }
-    auto ip = IpAddress::parse(host);
-    if (!ip) return std::nullopt;
-    unsigned p = 0;
-    for (char c : port) {
-        if (c < '0' || c > '9') return std::nullopt;
-        p = p * 10 + static_cast<unsigned>(c - '0');
-        if (p > 65535) return std::nullopt;
-    }
-    if (port.empty() || p == 0) return std::nullopt;
-    e.host = std::string(host);
-    e.port = static_cast<uint16_t>(p);
-    return e;
-}
-
 // "host:port" with a host name or IPv4 literal, or "[v6]:port".
 std::optional<HostPort> parse_host_port(std::string_view text) {
     std::string_view host;
@@ -249,6 +216,13 @@ std::optional<HostPort> parse_host_port(std::string_view text) {
     }
     if (port.empty() || p == 0) return std::nullopt;
     return HostPort{std::string(host), static_cast<uint16_t>(p)};
+}
+
+// A listener address: as parse_host_port, but the host must be an IP address literal.
+std::optional<Endpoint> parse_endpoint(std::string_view text) {
+    auto hp = parse_host_port(text);
+    if (!hp || !IpAddress::parse(hp->host)) return std::nullopt;
+    return Endpoint{hp->host, hp->port};
 }
 
 std::string default_hostname() {

@@ -503,6 +503,32 @@ void Session::upstream_unavailable(const std::string& reason) {
           false);
 }
 
+void Session::log_relay_deferred(const upstream::ClientFailure& f) {
+    // Which fields apply: the queue id once the message exists, the host once a connection
+    // was had (otherwise the upstream_failed lines before this one name the hosts).
+    const Transaction& t = transaction_;
+    const std::string& upstream = t.route->upstream;
+    if (!t.upstream) {
+        log(LogLevel::kWarn, "relay_deferred",
+            {{"conn", id_}, {"upstream", upstream}, {"stage", f.stage}, {"reason", f.reason}});
+    } else if (t.queue_id.empty()) {
+        log(LogLevel::kWarn, "relay_deferred",
+            {{"conn", id_},
+             {"upstream", upstream},
+             {"host", t.upstream->peer()},
+             {"stage", f.stage},
+             {"reason", f.reason}});
+    } else {
+        log(LogLevel::kWarn, "relay_deferred",
+            {{"conn", id_},
+             {"queue_id", t.queue_id},
+             {"upstream", upstream},
+             {"host", t.upstream->peer()},
+             {"stage", f.stage},
+             {"reason", f.reason}});
+    }
+}
+
 asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
     Transaction& t = transaction_;
     if (!t.upstream_failure.empty()) co_return upstream_unavailable(t.upstream_failure);
@@ -511,11 +537,7 @@ asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
         t.pool = pools_.find(t.route->upstream);
         upstream::Acquired acquired = co_await t.pool->acquire();
         if (!acquired.lease) {
-            log(LogLevel::kWarn, "relay_deferred",
-                {{"conn", id_},
-                 {"upstream", t.route->upstream},
-                 {"stage", acquired.failure.stage},
-                 {"reason", acquired.failure.reason}});
+            log_relay_deferred(acquired.failure);
             co_return upstream_unavailable("cannot reach " + t.route->upstream + " (" +
                                            acquired.failure.reason + ")");
         }
@@ -530,12 +552,7 @@ asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
         smtp::MailCommandInput mail{t.mail, size, false};
         upstream::TransactionStart start = co_await t.pool->begin(t.upstream, mail, rcpt);
         if (start.failure) {
-            log(LogLevel::kWarn, "relay_deferred",
-                {{"conn", id_},
-                 {"upstream", t.route->upstream},
-                 {"host", t.upstream ? t.upstream->peer() : std::string()},
-                 {"stage", start.failure.stage},
-                 {"reason", start.failure.reason}});
+            log_relay_deferred(start.failure);
             t.upstream.release();
             co_return upstream_unavailable(start.failure.reason);
         }
@@ -557,12 +574,7 @@ asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
         result = co_await t.upstream->rcpt(rcpt);
         if (!result.ok()) {
             t.upstream_failure = result.failure.reason;
-            log(LogLevel::kWarn, "relay_deferred",
-                {{"conn", id_},
-                 {"upstream", t.route->upstream},
-                 {"host", t.upstream->peer()},
-                 {"stage", result.failure.stage},
-                 {"reason", result.failure.reason}});
+            log_relay_deferred(result.failure);
             t.upstream.release();
             co_return upstream_unavailable(result.failure.reason);
         }
@@ -745,13 +757,7 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
     }
     auto fail = [&](const upstream::ClientFailure& f) {
         t.upstream_failure = f.reason;
-        log(LogLevel::kWarn, "relay_deferred",
-            {{"conn", id_},
-             {"queue_id", t.queue_id},
-             {"upstream", t.route->upstream},
-             {"host", t.upstream->peer()},
-             {"stage", f.stage},
-             {"reason", f.reason}});
+        log_relay_deferred(f);
         t.upstream.release();
         body_.clear();
     };
@@ -860,13 +866,7 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
         result = co_await t.upstream->send_message(header, body_);
     }
     if (!result.ok()) {
-        log(LogLevel::kWarn, "relay_deferred",
-            {{"conn", id_},
-             {"queue_id", envelope.queue_id},
-             {"upstream", t.route->upstream},
-             {"host", t.upstream->peer()},
-             {"stage", result.failure.stage},
-             {"reason", result.failure.reason}});
+        log_relay_deferred(result.failure);
         co_return upstream_unavailable(result.failure.reason);
     }
     const bool delivered = result.reply.code >= 200 && result.reply.code < 300;

@@ -129,6 +129,7 @@ class Session {
     // The upstream's reply as the client's (enhanced code added after EHLO when it had none).
     void relay_reply(const smtp::ServerReply& r);
     void upstream_unavailable(const std::string& reason);
+    void log_relay_deferred(const upstream::ClientFailure& failure);
     asio::awaitable<void> on_data(std::string_view args);
     asio::awaitable<void> on_bdat(std::string_view args);
     asio::awaitable<void> complete_transaction(const smtp::DataReader& reader);
