@@ -215,19 +215,27 @@ void Server::Impl::force_close(int signal_number) {
 }
 
 asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
-    log(LogLevel::kInfo, "shutdown",
-        {{"signal", signal_number},
-         {"sessions", active_sessions.load()},
-         {"grace_ms", static_cast<int64_t>(config.server.shutdown_grace.count())}});
+    // Each acceptor is closed on its own thread; new connections are refused once all are
+    // closed, and only then is the shutdown logged (tests and operators rely on that order).
+    auto open = std::make_shared<std::atomic<size_t>>(workers.size());
     for (size_t i = 0; i < workers.size(); ++i) {
-        // Each acceptor is closed on its own thread.
-        asio::post(workers[i]->ctx, [this, i] {
+        asio::post(workers[i]->ctx, [this, i, open] {
             for (auto& l : listeners) {
                 boost::system::error_code ignored;
                 l->acceptors[i]->close(ignored);
             }
+            --*open;
         });
     }
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    for (int i = 0; i < 1000 && open->load() > 0; ++i) {
+        wait.expires_after(std::chrono::milliseconds(1));
+        co_await wait.async_wait(kUseTuple);
+    }
+    log(LogLevel::kInfo, "shutdown",
+        {{"signal", signal_number},
+         {"sessions", active_sessions.load()},
+         {"grace_ms", static_cast<int64_t>(config.server.shutdown_grace.count())}});
     tell_sessions(false);
     if (scheduler) scheduler->stop();
     const auto grace_end = std::chrono::steady_clock::now() + config.server.shutdown_grace;
