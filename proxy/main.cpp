@@ -1,10 +1,11 @@
-// The postern command line: serve, check-config, version.
+// The postern command line: serve, check-config, queue, version.
 #include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "proxy/admin/queue_cli.hpp"
 #include "proxy/config/config_loader.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/server/server.hpp"
@@ -19,6 +20,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  serve         run the relay\n"
     "  check-config  validate the configuration and exit\n"
+    "  queue         list and manage the durable queue of the running server\n"
     "  version       print the version\n"
     "\n"
     "Run 'postern <command> --help' for the options of a command.\n";
@@ -37,6 +39,8 @@ void print_command_help(const std::string& command) {
                      "and exits 0.\n\n"
                      "  --config FILE  configuration file (default "
                   << kDefaultConfig << ")\n";
+    } else if (command == "queue") {
+        std::cout << postern::admin::kQueueUsage;
     } else {
         std::cout << "usage: postern version\n\nPrints the version of postern.\n";
     }
@@ -59,11 +63,13 @@ int main(int argc, char** argv) {
         return args.empty() ? 2 : 0;
     }
     const std::string command = args[0];
-    if (command != "serve" && command != "check-config" && command != "version") {
+    if (command != "serve" && command != "check-config" && command != "queue" &&
+        command != "version") {
         std::cerr << "postern: unknown command '" << command << "'\n\n" << kUsage;
         return 2;
     }
     std::string config_path = kDefaultConfig;
+    std::vector<std::string> rest;  // the queue command's own words
     for (size_t i = 1; i < args.size(); ++i) {
         if (args[i] == "--help" || args[i] == "-h") {
             print_command_help(command);
@@ -73,6 +79,8 @@ int main(int argc, char** argv) {
             config_path = args[++i];
         } else if (command != "version" && args[i].rfind("--config=", 0) == 0) {
             config_path = args[i].substr(std::strlen("--config="));
+        } else if (command == "queue") {
+            rest.push_back(args[i]);
         } else {
             std::cerr << "postern " << command << ": unexpected argument '" << args[i] << "'\n";
             print_command_help(command);
@@ -89,6 +97,7 @@ int main(int argc, char** argv) {
         std::cerr << config_path << ": configuration has errors\n";
         return 1;
     }
+    if (command == "queue") return postern::admin::run_queue_command(*config, rest);
     if (command == "check-config") {
         std::cout << config_path << ": ok (" << config->listeners.size() << " listener"
                   << (config->listeners.size() == 1 ? "" : "s") << ", " << config->routes.size()

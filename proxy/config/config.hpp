@@ -100,6 +100,8 @@ struct RouteConfig {
     std::chrono::milliseconds retry_min{std::chrono::minutes(1)};
     std::chrono::milliseconds retry_max{std::chrono::hours(1)};
     std::chrono::milliseconds max_age{std::chrono::hours(24 * 5)};
+    // A "delayed" notice to the sender once a message has waited this long; 0: none.
+    std::chrono::milliseconds delay_warning{0};
 };
 
 // [[route_rule]]: the first rule whose every given condition matches picks the route; a list
@@ -112,10 +114,19 @@ struct RouteRule {
     std::string route;
 };
 
+// [admin]: the HTTP listener of the queue API (and, later, metrics).
+struct AdminConfig {
+    bool enabled = false;  // the [admin] table is present
+    Endpoint address{"127.0.0.1", 8025};
+    std::string token_file;  // when set, every request needs "Authorization: Bearer <token>"
+    std::string token;       // read from token_file at load time
+};
+
 struct Config {
     std::string source;  // the file it was read from
     ServerConfig server;
     LogConfig log;
+    AdminConfig admin;
     std::vector<ListenerConfig> listeners;
     std::map<std::string, RouteConfig> routes;
     std::map<std::string, UpstreamConfig> upstreams;

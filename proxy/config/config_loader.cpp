@@ -23,7 +23,7 @@ namespace {
 
 // Keys of sections that later versions of postern read (DESIGN.md); reported as unsupported
 // rather than unknown so that the message says what is going on.
-const std::set<std::string> kNotYetSupported = {"admin", "filter", "auth", "user", "quota"};
+const std::set<std::string> kNotYetSupported = {"filter", "auth", "user", "quota"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
@@ -247,6 +247,37 @@ void read_server(Walker& w, const toml::table& t, ServerConfig& s) {
     w.get_duration(t, "shutdown_grace", "server", s.shutdown_grace);
 }
 
+std::string read_secret_file(const std::string& file, std::string& error);
+
+void read_admin(Walker& w, const toml::table& t, AdminConfig& a) {
+    a.enabled = true;
+    w.check_keys(t, "admin", {"address", "token_file"});
+    std::string address;
+    if (w.get_string(t, "address", "admin", address)) {
+        if (auto e = parse_endpoint(address)) {
+            a.address = *e;
+        } else {
+            w.error(t.get("address")->source(), "admin.address",
+                    "\"" + address +
+                        "\" is not an IP address and port such as \"127.0.0.1:8025\" or "
+                        "\"[::1]:8025\"");
+        }
+    }
+    if (w.get_string(t, "token_file", "admin", a.token_file)) {
+        std::string problem;
+        a.token = read_secret_file(a.token_file, problem);
+        if (!problem.empty()) w.error(t.get("token_file")->source(), "admin.token_file", problem);
+    }
+    auto ip = IpAddress::parse(a.address.host);
+    const bool loopback = ip && (Cidr::parse("127.0.0.0/8")->contains(*ip) ||
+                                 Cidr::parse("::1/128")->contains(*ip));
+    if (!loopback && a.token_file.empty()) {
+        w.error(t.source(), "admin.token_file",
+                "the admin address " + a.address.to_string() +
+                    " is not loopback: give token_file so that requests need a bearer token");
+    }
+}
+
 void read_log(Walker& w, const toml::table& t, LogConfig& l) {
     w.check_keys(t, "log", {"level", "format"});
     w.get_enum<LogLevel>(t, "level", "log", l.level,
@@ -335,14 +366,20 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
 }
 
 void read_route(Walker& w, const toml::table& t, const std::string& path, RouteConfig& r) {
-    w.check_keys(t, path, {"outbox", "upstream", "retry_min", "retry_max", "max_age"});
+    w.check_keys(t, path,
+                 {"outbox", "upstream", "retry_min", "retry_max", "max_age", "delay_warning"});
     w.get_duration(t, "retry_min", path, r.retry_min);
     w.get_duration(t, "retry_max", path, r.retry_max);
     w.get_duration(t, "max_age", path, r.max_age);
     if (r.retry_max < r.retry_min) {
         w.error(t.source(), path + ".retry_max", "must not be below retry_min");
     }
-    for (std::string_view key : {"retry_min", "retry_max", "max_age"}) {
+    if (w.get_duration(t, "delay_warning", path, r.delay_warning) &&
+        r.delay_warning >= r.max_age) {
+        w.warn(t.get("delay_warning")->source(), path + ".delay_warning",
+               "not below max_age: the message expires before any delay warning");
+    }
+    for (std::string_view key : {"retry_min", "retry_max", "max_age", "delay_warning"}) {
         if (t.get(key) && !t.get("upstream")) {
             w.warn(t.get(key)->source(), Walker::join(path, key),
                    "only used by routes with an upstream");
@@ -593,8 +630,8 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                     "[" + k + "] is not supported by this version of postern yet (see README)");
         }
     }
-    std::vector<std::string_view> known = {"server", "log",      "listener",
-                                           "route",  "upstream", "route_rule"};
+    std::vector<std::string_view> known = {"server",   "log",        "listener", "route",
+                                           "upstream", "route_rule", "admin"};
     for (const std::string& k : kNotYetSupported) known.push_back(k);
     w.check_keys(root, "", known);
 
@@ -612,6 +649,7 @@ LoadResult walk(const toml::table& root, const std::string& name) {
     if (const toml::table* t = table_at("server")) read_server(w, *t, c.server);
     if (c.server.hostname.empty()) c.server.hostname = default_hostname();
     if (const toml::table* t = table_at("log")) read_log(w, *t, c.log);
+    if (const toml::table* t = table_at("admin")) read_admin(w, *t, c.admin);
 
     if (const toml::table* routes = table_at("route")) {
         for (auto&& [key, node] : *routes) {

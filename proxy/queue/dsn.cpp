@@ -44,23 +44,34 @@ std::string one_line(std::string text) {
 
 }  // namespace
 
-bool wants_failure_notice(const smtp::RcptTo& r) {
+bool wants_notice(const smtp::RcptTo& r, DsnAction action) {
     const unsigned n = r.params.notify;
-    if (n == 0) return true;
-    return (n & smtp::notify::kFailure) != 0 && (n & smtp::notify::kNever) == 0;
+    if (n & smtp::notify::kNever) return false;
+    switch (action) {
+        case DsnAction::kFailed:
+            return n == 0 || (n & smtp::notify::kFailure) != 0;
+        case DsnAction::kDelayed:
+            return n == 0 || (n & smtp::notify::kDelay) != 0;
+        case DsnAction::kRelayed:
+            return (n & smtp::notify::kSuccess) != 0;
+    }
+    return false;
 }
 
-std::string dsn_status(const FailedRecipient& failed) {
-    if (failed.expired) return "4.4.7";
+std::string dsn_status(const ReportedRecipient& r, DsnAction action) {
+    if (r.expired) return "4.4.7";
+    const char status_class = action == DsnAction::kFailed    ? '5'
+                              : action == DsnAction::kDelayed ? '4'
+                                                              : '2';
     // "550 5.1.1 text": the second word.
-    std::string_view reply = failed.reply;
+    std::string_view reply = r.reply;
     size_t space = reply.find(' ');
     if (space != std::string_view::npos) {
         std::string_view rest = reply.substr(space + 1);
         std::string_view word = rest.substr(0, rest.find(' '));
-        if (is_enhanced(word)) return std::string(word);
+        if (is_enhanced(word) && word[0] == status_class) return std::string(word);
     }
-    return "5.0.0";
+    return std::string(1, status_class) + ".0.0";
 }
 
 std::string build_dsn(const DsnInput& in) {
@@ -70,7 +81,11 @@ std::string build_dsn(const DsnInput& in) {
     std::string m;
     m += "From: Mail Delivery System <MAILER-DAEMON@" + in.reporting_mta + ">\r\n";
     m += "To: <" + e.mail_from.sender.mailbox() + ">\r\n";
-    m += "Subject: Undelivered Mail Returned to Sender\r\n";
+    const char* subject = in.action == DsnAction::kFailed ? "Undelivered Mail Returned to Sender"
+                          : in.action == DsnAction::kDelayed
+                              ? "Delayed Mail (still being retried)"
+                              : "Successful Mail Delivery Report";
+    m += "Subject: " + std::string(subject) + "\r\n";
     m += "Date: " + date + "\r\n";
     m += "Message-ID: <" + in.unique + ".bounce@" + in.reporting_mta + ">\r\n";
     m += "Auto-Submitted: auto-replied\r\n";  // RFC 3834: no automatic replies to this
@@ -85,9 +100,20 @@ std::string build_dsn(const DsnInput& in) {
     m += "Content-Description: Notification\r\n";
     m += "Content-Type: text/plain; charset=utf-8\r\n\r\n";
     m += "This is the mail system at host " + in.reporting_mta + ".\r\n\r\n";
-    m += "Your message (queue id " + e.queue_id + ") could not be delivered to the following\r\n";
-    m += "recipient" + std::string(in.failed.size() == 1 ? "" : "s") + ":\r\n\r\n";
-    for (const FailedRecipient& f : in.failed) {
+    const std::string plural = in.recipients.size() == 1 ? "" : "s";
+    if (in.action == DsnAction::kFailed) {
+        m += "Your message (queue id " + e.queue_id + ") could not be delivered to the\r\n";
+        m += "following recipient" + plural + ":\r\n\r\n";
+    } else if (in.action == DsnAction::kDelayed) {
+        m += "Your message (queue id " + e.queue_id + ") has not yet been delivered to the\r\n";
+        m += "following recipient" + plural + ". It is still being retried until\r\n";
+        m += server::rfc5322_date(in.will_retry_until) + "; you need not send it again.\r\n\r\n";
+    } else {
+        m += "Your message (queue id " + e.queue_id + ") was relayed to the following\r\n";
+        m += "recipient" + plural + ". The next server does not support delivery\r\n";
+        m += "notifications: this is the last one you will receive.\r\n\r\n";
+    }
+    for (const ReportedRecipient& f : in.recipients) {
         m +=
             "<" + e.recipients.at(f.index).recipient.mailbox() + ">: " + one_line(f.reply) + "\r\n";
     }
@@ -107,7 +133,7 @@ std::string build_dsn(const DsnInput& in) {
              "\r\n";
     }
     m += "Arrival-Date: " + server::rfc5322_date(e.received_at) + "\r\n";
-    for (const FailedRecipient& f : in.failed) {
+    for (const ReportedRecipient& f : in.recipients) {
         const smtp::RcptTo& r = e.recipients.at(f.index);
         m += "\r\n";
         m += "Final-Recipient: " + address_type(r.recipient) + r.recipient.mailbox() + "\r\n";
@@ -122,19 +148,25 @@ std::string build_dsn(const DsnInput& in) {
                                                 .value_or(std::string(orcpt.substr(semi + 1)));
             m += "Original-Recipient: " + one_line(decoded) + "\r\n";
         }
-        m += "Action: failed\r\n";
-        m += "Status: " + dsn_status(f) + "\r\n";
+        m += in.action == DsnAction::kFailed    ? "Action: failed\r\n"
+             : in.action == DsnAction::kDelayed ? "Action: delayed\r\n"
+                                                : "Action: relayed\r\n";
+        m += "Status: " + dsn_status(f, in.action) + "\r\n";
         if (!f.expired && f.reply.size() > 3 && f.reply[0] >= '2' && f.reply[0] <= '5') {
             m += "Diagnostic-Code: smtp; " + one_line(f.reply) + "\r\n";
         } else {
             m += "Diagnostic-Code: X-Postern; " + one_line(f.reply) + "\r\n";
         }
         m += "Last-Attempt-Date: " + date + "\r\n";
+        if (in.action == DsnAction::kDelayed) {
+            m += "Will-Retry-Until: " + server::rfc5322_date(in.will_retry_until) + "\r\n";
+        }
     }
     m += "\r\n";
 
-    // 3. The original: headers only unless RET=FULL (RFC 3461 4.3).
-    const bool full = e.mail_from.params.ret == smtp::DsnRet::kFull;
+    // 3. The original: headers only unless RET=FULL, which is for failures (RFC 3461 4.3).
+    const bool full =
+        e.mail_from.params.ret == smtp::DsnRet::kFull && in.action == DsnAction::kFailed;
     m += "--" + boundary + "\r\n";
     if (full) {
         m += "Content-Description: Undelivered message\r\n";

@@ -8,7 +8,6 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "proxy/observe/log.hpp"
-#include "proxy/queue/dsn.hpp"
 #include "proxy/upstream/route_table.hpp"
 
 namespace postern::queue {
@@ -65,6 +64,7 @@ asio::awaitable<AttemptResult> attempt_delivery(SpooledMessage m, const Spool& s
         co_return out;
     }
     upstream::Lease lease = std::move(acquired.lease);
+    out.upstream_dsn = lease->capabilities().dsn;
     smtp::MailCommandInput mail{m.envelope.mail_from, content.size(), eight_bit(content)};
     const Envelope& e = m.envelope;
     upstream::TransactionStart start =
@@ -128,6 +128,7 @@ Scheduler::Scheduler(asio::io_context& home, std::vector<DeliveryThread> threads
         r.active_on.assign(threads_.size(), 0);
         r.policy = RetryPolicy{route.retry_min, route.retry_max};
         r.max_age = route.max_age;
+        r.delay_warning = route.delay_warning;
     }
 }
 
@@ -163,6 +164,7 @@ void Scheduler::stop() {
 }
 
 void Scheduler::schedule(SpooledMessage& m, std::chrono::steady_clock::time_point when) {
+    m.next_attempt = when;
     routes_.at(m.envelope.route).due.emplace(when, m.envelope.queue_id);
     wake_.cancel();
 }
@@ -186,11 +188,16 @@ void Scheduler::dispatch() {
     for (auto& [name, route] : routes_) {
         while (!stopped_ && route.active < route.limit && !route.due.empty() &&
                route.due.begin()->first <= now) {
+            const auto when = route.due.begin()->first;
             std::string id = route.due.begin()->second;
             route.due.erase(route.due.begin());
             auto it = messages_.find(id);
             if (it == messages_.end()) continue;
             SpooledMessage& m = it->second;
+            // An entry made stale by a flush, a hold or a deletion.
+            if (m.running || m.held || m.deleted || m.next_attempt != when) continue;
+            m.next_attempt = {};
+            m.running = true;
             ++m.attempts;
             ++route.active;
             // The thread with the fewest attempts of this route running.
@@ -221,26 +228,43 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
     --route.active;
     --route.active_on[thread];
     wake_.cancel();  // a slot is free: due messages of this route may go now
+    m.running = false;
+    if (m.deleted) {  // by the operator while the attempt ran; the files are gone already
+        messages_.erase(it);
+        return;
+    }
     const auto age = std::chrono::system_clock::now() - m.envelope.received_at;
     const auto delay_ms = std::chrono::duration_cast<std::chrono::milliseconds>(age).count();
     std::vector<size_t> final_states;  // recipients that reached a final state now
-    for (RecipientResult& r : result.recipients) {
-        RecipientState& state = m.recipients.at(r.index);
-        state.reply = r.reply;
-        state.status = r.status;
-        log(r.status == RecipientStatus::kPending ? LogLevel::kWarn : LogLevel::kInfo, "delivery",
+    std::vector<size_t> relayed;       // delivered, and the sender asked to hear of it
+    auto log_delivery = [&](size_t index, const char* outcome, const std::string& reply) {
+        log(std::string_view(outcome) == "deferred" ? LogLevel::kWarn : LogLevel::kInfo,
+            "delivery",
             {{"queue_id", id},
-             {"rcpt", m.envelope.recipients[r.index].recipient.mailbox()},
+             {"rcpt", m.envelope.recipients[index].recipient.mailbox()},
              {"route", m.envelope.route},
              {"upstream", config_.routes.at(m.envelope.route).upstream},
              {"host", result.host},
              {"attempt", m.attempts},
              {"delay_ms", static_cast<int64_t>(delay_ms)},
-             {"result", r.status == RecipientStatus::kDelivered ? "delivered"
-                        : r.status == RecipientStatus::kFailed  ? "failed"
-                                                                : "deferred"},
-             {"reply", r.reply}});
+             {"result", outcome},
+             {"reply", reply}});
+    };
+    for (RecipientResult& r : result.recipients) {
+        RecipientState& state = m.recipients.at(r.index);
+        state.reply = r.reply;
+        state.status = r.status;
+        log_delivery(r.index,
+                     r.status == RecipientStatus::kDelivered ? "delivered"
+                     : r.status == RecipientStatus::kFailed  ? "failed"
+                                                             : "deferred",
+                     r.reply);
         if (r.status != RecipientStatus::kPending) final_states.push_back(r.index);
+        if (r.status == RecipientStatus::kDelivered && !result.upstream_dsn &&
+            wants_notice(m.envelope.recipients[r.index], DsnAction::kRelayed)) {
+            relayed.push_back(r.index);
+        }
+        if (r.status == RecipientStatus::kPending) m.last_error = r.reply;
     }
     if (m.any(RecipientStatus::kPending) && age >= route.max_age) {
         for (size_t i = 0; i < m.recipients.size(); ++i) {
@@ -248,42 +272,73 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
             if (state.status != RecipientStatus::kPending) continue;
             state.status = RecipientStatus::kFailed;
             state.reply = "expired: not delivered within max_age; last error: " + state.reply;
-            log(LogLevel::kWarn, "delivery",
-                {{"queue_id", id},
-                 {"rcpt", m.envelope.recipients[i].recipient.mailbox()},
-                 {"route", m.envelope.route},
-                 {"upstream", config_.routes.at(m.envelope.route).upstream},
-                 {"host", result.host},
-                 {"attempt", m.attempts},
-                 {"delay_ms", static_cast<int64_t>(delay_ms)},
-                 {"result", "failed"},
-                 {"reply", state.reply}});
+            log_delivery(i, "failed", state.reply);
             final_states.push_back(i);
         }
     }
-    m.content.reset();  // later attempts read the file: no message bodies held while waiting
+    if (!relayed.empty() && !m.envelope.mail_from.sender.null) {
+        // The files may be gone by the time the notice is written: it gets the content now.
+        auto content = m.content;
+        if (!content) {
+            std::string text;
+            std::string error;
+            if (spool_.read_content(m, text, error))
+                content = std::make_shared<const std::string>(std::move(text));
+        }
+        SpooledMessage copy = m;
+        copy.content = content ? content : std::make_shared<const std::string>();
+        asio::co_spawn(home_, notify(std::move(copy), DsnAction::kRelayed, std::move(relayed)),
+                       asio::detached);
+        it = messages_.find(id);  // the notice may have run up to its first wait
+        if (it == messages_.end()) return;
+    }
+    SpooledMessage& msg = it->second;
+    msg.content.reset();  // later attempts read the file: no message bodies held while waiting
     // A message delivered to everyone now is removed at once: its state lines would only be
     // written to be deleted. Otherwise they go to disk (a crash then resends no delivered one).
-    if (m.any(RecipientStatus::kPending) || m.any(RecipientStatus::kFailed)) {
-        for (size_t i : final_states) spool_.record(id, i, m.recipients[i]);
+    if (msg.any(RecipientStatus::kPending) || msg.any(RecipientStatus::kFailed)) {
+        for (size_t i : final_states) spool_.record(id, i, msg.recipients[i]);
     }
-    if (m.any(RecipientStatus::kPending)) {
+    if (msg.any(RecipientStatus::kPending)) {
+        spool_.record_attempts(id, msg.attempts, msg.last_error);
         std::uniform_real_distribution<double> unit(0.0, 1.0);
-        auto delay = route.policy.delay(m.attempts, unit(random_));
+        auto delay = route.policy.delay(msg.attempts, unit(random_));
         log(LogLevel::kInfo, "deferred",
             {{"queue_id", id},
-             {"attempts", m.attempts},
+             {"attempts", msg.attempts},
              {"next_attempt_s", static_cast<int64_t>((delay.count() + 999) / 1000)}});
-        schedule(m, std::chrono::steady_clock::now() + delay);
+        schedule(msg, std::chrono::steady_clock::now() + delay);
+        maybe_warn(msg, age);
     }
     settle(id);
+}
+
+void Scheduler::maybe_warn(SpooledMessage& m, std::chrono::system_clock::duration age) {
+    const Route& route = routes_.at(m.envelope.route);
+    if (route.delay_warning.count() == 0 || m.delay_warned || age < route.delay_warning) return;
+    std::vector<size_t> indices;
+    for (size_t i = 0; i < m.recipients.size(); ++i) {
+        if (m.recipients[i].status == RecipientStatus::kPending &&
+            wants_notice(m.envelope.recipients[i], DsnAction::kDelayed)) {
+            indices.push_back(i);
+        }
+    }
+    m.delay_warned = true;
+    if (m.envelope.mail_from.sender.null || indices.empty()) {
+        spool_.record_flag(m.envelope.queue_id, 'W');
+        return;
+    }
+    SpooledMessage copy = m;
+    copy.content.reset();
+    asio::co_spawn(home_, notify(std::move(copy), DsnAction::kDelayed, std::move(indices)),
+                   asio::detached);
 }
 
 void Scheduler::settle(const std::string& id) {
     auto it = messages_.find(id);
     if (it == messages_.end()) return;
     SpooledMessage& m = it->second;
-    if (!m.bouncing) {
+    if (!m.bouncing && !m.running) {
         std::vector<size_t> unreported;
         for (size_t i = 0; i < m.recipients.size(); ++i) {
             const RecipientState& r = m.recipients[i];
@@ -291,13 +346,16 @@ void Scheduler::settle(const std::string& id) {
         }
         if (!unreported.empty()) {
             m.bouncing = true;
-            // bounce() may run to its end inside co_spawn (nothing to store: it does not wait)
+            SpooledMessage copy = m;
+            copy.content.reset();
+            // notify() may run to its end inside co_spawn (nothing to store: it does not wait)
             // and settle the message itself, erasing it: `m` must not be used after this.
-            asio::co_spawn(home_, bounce(id, std::move(unreported)), asio::detached);
+            asio::co_spawn(home_, notify(std::move(copy), DsnAction::kFailed, std::move(unreported)),
+                           asio::detached);
             return;
         }
     }
-    if (m.any(RecipientStatus::kPending) || m.bouncing) return;
+    if (m.any(RecipientStatus::kPending) || m.bouncing || m.running) return;
     spool_.remove(id);
     log(LogLevel::kInfo, "message_done",
         {{"queue_id", id},
@@ -310,28 +368,35 @@ void Scheduler::settle(const std::string& id) {
     wake_.cancel();
 }
 
-asio::awaitable<void> Scheduler::bounce(std::string id, std::vector<size_t> indices) {
-    auto it = messages_.find(id);
-    if (it == messages_.end()) co_return;
-    const SpooledMessage original = it->second;  // a copy: the map may change while we wait
+asio::awaitable<void> Scheduler::notify(SpooledMessage original, DsnAction action,
+                                        std::vector<size_t> indices) {
+    const std::string id = original.envelope.queue_id;
     const Envelope& e = original.envelope;
-    std::vector<FailedRecipient> report;
+    const char* kind = action == DsnAction::kFailed    ? "bounce"
+                       : action == DsnAction::kDelayed ? "delay warning"
+                                                       : "relayed notice";
+    std::vector<ReportedRecipient> report;
     for (size_t i : indices) {
-        if (!wants_failure_notice(e.recipients[i])) continue;
+        if (!wants_notice(e.recipients[i], action)) continue;
         const std::string& reply = original.recipients[i].reply;
         report.push_back({i, reply, reply.rfind("expired:", 0) == 0});
     }
     bool stored = true;
     if (e.mail_from.sender.null || report.empty()) {
-        // RFC 5321 6.1 / 4.5.5: never a bounce to <>; NOTIFY without FAILURE asked for none.
+        // RFC 5321 6.1 / 4.5.5: never a notice to <>; NOTIFY may ask for none.
         log(LogLevel::kInfo, "bounce_skipped",
             {{"queue_id", id},
+             {"kind", kind},
              {"reason", e.mail_from.sender.null ? "null sender" : "NOTIFY does not ask for it"},
              {"nrcpt", indices.size()}});
     } else {
         std::string content;
         std::string error;
-        if (!spool_.read_content(original, content, error)) content.clear();  // no headers then
+        if (original.content) {
+            content = *original.content;
+        } else if (!spool_.read_content(original, content, error)) {
+            content.clear();  // no headers then
+        }
         Envelope b;
         b.queue_id = ids_.next();
         b.mail_from.sender.null = true;  // MAIL FROM:<> (RFC 3464 2, RFC 5321 4.5.5)
@@ -354,21 +419,29 @@ asio::awaitable<void> Scheduler::bounce(std::string id, std::vector<size_t> indi
         }
         b.received_at = std::chrono::system_clock::now();
         DsnInput in;
+        in.action = action;
         in.reporting_mta = config_.server.hostname;
         in.envelope = &e;
-        in.failed = report;
+        in.recipients = report;
         in.original = content;
         in.now = b.received_at;
         in.unique = b.queue_id;
+        if (auto r = routes_.find(e.route); r != routes_.end()) {
+            in.will_retry_until = e.received_at + r->second.max_age;
+        }
         const std::string dsn = build_dsn(in);
         upstream::StoreResult r = co_await spool_.writer().store(b, std::string(), dsn);
         if (r.error) {
             stored = false;
             log(LogLevel::kError, "bounce_store_failed",
-                {{"queue_id", id}, {"step", r.step}, {"error", r.error.message()}});
+                {{"queue_id", id},
+                 {"kind", kind},
+                 {"step", r.step},
+                 {"error", r.error.message()}});
         } else {
             log(LogLevel::kInfo, "bounce_queued",
                 {{"queue_id", id},
+                 {"kind", kind},
                  {"bounce_id", b.queue_id},
                  {"to", e.mail_from.sender.mailbox()},
                  {"nrcpt", report.size()}});
@@ -379,23 +452,127 @@ asio::awaitable<void> Scheduler::bounce(std::string id, std::vector<size_t> indi
             submit(std::move(sm));
         }
     }
-    it = messages_.find(id);
-    if (it == messages_.end()) co_return;
-    it->second.bouncing = false;
+    if (action == DsnAction::kRelayed) co_return;  // best effort: nothing kept about it
+    auto it = messages_.find(id);
+    if (it == messages_.end() || it->second.deleted) co_return;
+    SpooledMessage& m = it->second;
+    if (action == DsnAction::kDelayed) {
+        if (stored) {
+            spool_.record_flag(id, 'W');
+        } else {
+            m.delay_warned = false;  // tried again after the next attempt
+        }
+        co_return;
+    }
+    m.bouncing = false;
     if (!stored) {
         // Tried again after retry_min: an attempt with nothing pending settles the message,
         // which starts the bounce again.
-        if (!it->second.any(RecipientStatus::kPending)) {
-            Route& r = routes_.at(it->second.envelope.route);
-            schedule(it->second, std::chrono::steady_clock::now() + r.policy.min);
+        if (!m.any(RecipientStatus::kPending)) {
+            Route& r = routes_.at(m.envelope.route);
+            schedule(m, std::chrono::steady_clock::now() + r.policy.min);
         }
         co_return;
     }
     for (size_t i : indices) {
-        it->second.recipients[i].bounced = true;
+        m.recipients[i].bounced = true;
         spool_.record_bounced(id, i);
     }
     settle(id);
+}
+
+std::vector<QueueEntry> Scheduler::entries(const std::string& id, const std::string& route) const {
+    std::vector<QueueEntry> out;
+    const auto now = std::chrono::steady_clock::now();
+    auto add = [&](const SpooledMessage& m) {
+        if (m.deleted) return;
+        QueueEntry e;
+        e.envelope = m.envelope;
+        e.size = m.size;
+        e.recipients = m.recipients;
+        e.attempts = m.attempts;
+        e.last_error = m.last_error;
+        e.state = m.running    ? "running"
+                  : m.held     ? "held"
+                  : m.bouncing ? "bouncing"
+                  : m.attempts ? "deferred"
+                               : "queued";
+        if (m.next_attempt != std::chrono::steady_clock::time_point{} && !m.running && !m.held) {
+            e.next_attempt_in = std::max(
+                std::chrono::milliseconds(0),
+                std::chrono::duration_cast<std::chrono::milliseconds>(m.next_attempt - now));
+        }
+        out.push_back(std::move(e));
+    };
+    if (!id.empty()) {
+        if (auto it = messages_.find(id); it != messages_.end()) add(it->second);
+        return out;
+    }
+    for (const auto& [key, m] : messages_) {
+        if (route.empty() || m.envelope.route == route) add(m);
+    }
+    std::sort(out.begin(), out.end(), [](const QueueEntry& a, const QueueEntry& b) {
+        return a.envelope.queue_id < b.envelope.queue_id;  // queue ids sort by time
+    });
+    return out;
+}
+
+size_t Scheduler::flush(const std::string& id, const std::string& route) {
+    size_t n = 0;
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [key, m] : messages_) {
+        if ((!id.empty() && key != id) || (!route.empty() && m.envelope.route != route)) continue;
+        if (m.deleted || m.running || m.held) continue;
+        if (m.next_attempt == std::chrono::steady_clock::time_point{}) continue;
+        schedule(m, now);
+        ++n;
+    }
+    log(LogLevel::kInfo, "queue_flush",
+        {{"queue_id", id}, {"route", route}, {"messages", static_cast<int64_t>(n)}});
+    return n;
+}
+
+bool Scheduler::hold(const std::string& id) {
+    auto it = messages_.find(id);
+    if (it == messages_.end() || it->second.deleted) return false;
+    if (!it->second.held) {
+        it->second.held = true;
+        spool_.record_flag(id, 'H');
+        log(LogLevel::kInfo, "queue_hold", {{"queue_id", id}});
+    }
+    return true;
+}
+
+bool Scheduler::release(const std::string& id) {
+    auto it = messages_.find(id);
+    if (it == messages_.end() || it->second.deleted) return false;
+    SpooledMessage& m = it->second;
+    if (m.held) {
+        m.held = false;
+        spool_.record_flag(id, 'R');
+        log(LogLevel::kInfo, "queue_release", {{"queue_id", id}});
+        if (!m.running && (m.any(RecipientStatus::kPending) ||
+                           m.next_attempt != std::chrono::steady_clock::time_point{})) {
+            schedule(m, std::chrono::steady_clock::now());
+        }
+    }
+    return true;
+}
+
+bool Scheduler::remove(const std::string& id) {
+    auto it = messages_.find(id);
+    if (it == messages_.end() || it->second.deleted) return false;
+    spool_.remove(id);
+    log(LogLevel::kWarn, "queue_delete",
+        {{"queue_id", id},
+         {"from", it->second.envelope.mail_from.sender.mailbox()},
+         {"detail", "deleted by the operator; no notice to the sender"}});
+    if (it->second.running) {
+        it->second.deleted = true;  // finish() forgets it
+    } else {
+        messages_.erase(it);
+    }
+    return true;
 }
 
 }  // namespace postern::queue

@@ -4,7 +4,9 @@
 // per route run at a time, so a route whose upstream is down holds only its own messages.
 //
 // The scheduler's state lives on one I/O thread (its "home"); attempts run on all I/O threads in
-// turn, each with that thread's upstream pool, and report back home.
+// turn, each with that thread's upstream pool, and report back home. The management calls
+// (list, flush, hold, release, remove) are made on the home thread too: the admin listener
+// runs there.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -18,6 +20,8 @@
 #include <vector>
 
 #include "proxy/config/config.hpp"
+#include "proxy/queue/dsn.hpp"
+#include "proxy/queue/queue_entry.hpp"
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/queue/retry_policy.hpp"
 #include "proxy/queue/spool.hpp"
@@ -42,6 +46,7 @@ struct RecipientResult {
 
 struct AttemptResult {
     std::string host;
+    bool upstream_dsn = false;  // the upstream offered DSN: it reports success itself
     std::vector<RecipientResult> recipients;
 };
 
@@ -58,6 +63,18 @@ class Scheduler {
     // Any thread: no new attempts (those running finish or are dropped with their thread).
     void stop();
 
+    // Management, home thread only. `entries` lists the messages (one when `id` is given, those
+    // of one route when `route` is), oldest first.
+    std::vector<QueueEntry> entries(const std::string& id = "", const std::string& route = "") const;
+    // Makes messages due now (one, those of a route, or all): returns how many. Held messages
+    // and running attempts are left alone.
+    size_t flush(const std::string& id, const std::string& route);
+    // False when there is no such message.
+    bool hold(const std::string& id);
+    bool release(const std::string& id);
+    // Removes the message from the queue and the spool without any notice to the sender.
+    bool remove(const std::string& id);
+
   private:
     struct Route {
         unsigned active = 0;
@@ -67,6 +84,7 @@ class Scheduler {
         std::vector<unsigned> active_on;
         RetryPolicy policy;
         std::chrono::milliseconds max_age{0};
+        std::chrono::milliseconds delay_warning{0};  // 0: none
         std::multimap<std::chrono::steady_clock::time_point, std::string> due;
     };
 
@@ -77,8 +95,13 @@ class Scheduler {
     // After a change of recipient states: reports new failures to the sender, and removes
     // the message once nothing is pending and every failure is reported.
     void settle(const std::string& id);
-    // Stores a bounce for the failed recipients `indices` of message `id` (home thread).
-    asio::awaitable<void> bounce(std::string id, std::vector<size_t> indices);
+    // Stores a notice to the sender of message `id` for its recipients `indices` (home thread):
+    // a bounce (marks them reported), a delay warning (marks it sent) or a relayed notice.
+    // `original` is a copy: the message may change or go while the notice is stored.
+    asio::awaitable<void> notify(SpooledMessage original, DsnAction action,
+                                 std::vector<size_t> indices);
+    // Sends the delay warning when it is due.
+    void maybe_warn(SpooledMessage& m, std::chrono::system_clock::duration age);
 
     asio::io_context& home_;
     std::vector<DeliveryThread> threads_;

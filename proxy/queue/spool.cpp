@@ -104,8 +104,14 @@ Spool::Recovery Spool::recover() {
         }
         m.recipients.resize(m.envelope.recipients.size());
         std::string states;
-        if (read_file(queue_dir_ + "/" + id + ".state", states))
-            apply_state_lines(states, m.recipients);
+        if (read_file(queue_dir_ + "/" + id + ".state", states)) {
+            MessageFlags flags;
+            apply_state_lines(states, m.recipients, &flags);
+            m.attempts = flags.attempts;
+            m.last_error = std::move(flags.last_error);
+            m.held = flags.held;
+            m.delay_warned = flags.delay_warned;
+        }
         out.messages.push_back(std::move(m));
     }
     return out;
@@ -125,6 +131,14 @@ bool Spool::read_content(const SpooledMessage& m, std::string& out, std::string&
 
 void Spool::record_bounced(const std::string& id, size_t index) {
     append_state(id, format_bounced_line(index));
+}
+
+void Spool::record_attempts(const std::string& id, unsigned attempts, const std::string& error) {
+    append_state(id, format_attempts_line(attempts, error));
+}
+
+void Spool::record_flag(const std::string& id, char flag) {
+    append_state(id, std::string(1, flag) + "\n");
 }
 
 void Spool::record(const std::string& id, size_t index, const RecipientState& state) {

@@ -28,7 +28,13 @@ struct SpooledMessage {
     std::vector<RecipientState> recipients;  // parallel to envelope.recipients
     unsigned attempts = 0;
     std::string last_error;
-    bool bouncing = false;  // a bounce is being stored (not kept on disk)
+    bool held = false;          // by the operator: no attempts until released
+    bool delay_warned = false;  // the delay warning has been sent
+    bool bouncing = false;      // a bounce is being stored (not kept on disk)
+    // The scheduler's bookkeeping (not kept on disk).
+    bool running = false;  // an attempt is under way
+    bool deleted = false;  // deleted by the operator while an attempt was running
+    std::chrono::steady_clock::time_point next_attempt{};  // {}: none scheduled
     // The content as the session stored it, for the first attempt (saves reading it back).
     std::shared_ptr<const std::string> content;
 
@@ -58,6 +64,10 @@ class Spool {
     void record(const std::string& id, size_t index, const RecipientState& state);
     // Appends that the failure of recipient `index` has been reported (or needs no report).
     void record_bounced(const std::string& id, size_t index);
+    // Appends the attempt count and last error after a deferral.
+    void record_attempts(const std::string& id, unsigned attempts, const std::string& error);
+    // Appends a message-level flag line: 'H' held, 'R' released, 'W' delay warning sent.
+    void record_flag(const std::string& id, char flag);
     // Removes the message's files once nothing more is to be done with it.
     void remove(const std::string& id);
 

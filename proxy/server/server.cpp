@@ -20,6 +20,7 @@
 #include <map>
 #include <thread>
 
+#include "proxy/admin/admin_server.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/server/session.hpp"
@@ -87,6 +88,7 @@ struct Server::Impl {
         // What belongs to a worker's I/O context must go before the context does (workers are
         // destroyed first, below): the scheduler's timer, the acceptors and the idle upstream
         // connections.
+        admin.reset();
         scheduler.reset();
         for (auto& l : listeners) l->acceptors.clear();
         for (auto& w : workers) w->pools.close_idle();
@@ -111,6 +113,7 @@ struct Server::Impl {
     // The durable queue, when a queue-mode listener can reach an upstream route.
     std::unique_ptr<queue::Spool> spool;
     std::unique_ptr<queue::Scheduler> scheduler;
+    std::unique_ptr<admin::AdminServer> admin;  // on the scheduler's thread
     std::unique_ptr<StorageGuard> storage;
     std::vector<std::unique_ptr<ListenerState>> listeners;
     // Last, so destroyed first: coroutine frames left in the contexts refer to everything above.
@@ -237,6 +240,7 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
          {"sessions", active_sessions.load()},
          {"grace_ms", static_cast<int64_t>(config.server.shutdown_grace.count())}});
     tell_sessions(false);
+    if (admin) admin->stop();
     if (scheduler) scheduler->stop();
     const auto grace_end = std::chrono::steady_clock::now() + config.server.shutdown_grace;
     asio::steady_timer tick(co_await asio::this_coro::executor);
@@ -341,6 +345,22 @@ int Server::run() {
         s.scheduler->start();
     }
 
+    if (config.admin.enabled) {
+        s.admin = std::make_unique<admin::AdminServer>(main_ctx, config.admin, s.scheduler.get());
+        if (boost::system::error_code ec = s.admin->listen()) {
+            log(LogLevel::kError, "startup_failed",
+                {{"listener", "admin"},
+                 {"address", config.admin.address.to_string()},
+                 {"error", "cannot listen: " + ec.message()}});
+            return 1;
+        }
+        s.admin->start();
+        log(LogLevel::kInfo, "listening",
+            {{"listener", "admin"},
+             {"address", config.admin.address.to_string()},
+             {"token", config.admin.token.empty() ? "none" : "required"}});
+    }
+
     for (const config::ListenerConfig& lc : config.listeners) {
         auto state = std::make_unique<ListenerState>(config, lc, s.ids, s.routes, s.route_targets);
         state->context.spool = s.spool.get();
@@ -438,6 +458,7 @@ int Server::run() {
     // Finish the storage threads while everything their results refer to still exists: a
     // session given up by a forced shutdown may still be waiting for its store(); its result
     // is then queued into the stopped I/O context and destroyed with it.
+    s.admin.reset();
     s.scheduler.reset();
     s.spool.reset();
     s.route_targets.clear();

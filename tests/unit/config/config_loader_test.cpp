@@ -263,10 +263,28 @@ TEST(ConfigLoader, UnsupportedSectionReported) {
 }
 
 TEST(ConfigLoader, OtherUnsupportedSections) {
-    LoadResult r =
-        load(std::string(kMinimal) + "\n[admin]\nlisten = \"x\"\n\n[[filter]]\nname = \"spf\"\n");
-    expect_error(r, "admin", 7, "not supported");
-    expect_error(r, "filter", 10, "not supported");
+    LoadResult r = load(std::string(kMinimal) + "\n[[filter]]\nname = \"spf\"\n");
+    expect_error(r, "filter", 7, "not supported");
+}
+
+TEST(ConfigLoader, AdminDefaultsToLoopback) {
+    LoadResult r = load(std::string(kMinimal));
+    EXPECT_FALSE(r.config.admin.enabled);
+    r = load(std::string(kMinimal) + "\n[admin]\n");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.config.admin.enabled);
+    EXPECT_EQ(r.config.admin.address.to_string(), "127.0.0.1:8025");
+    EXPECT_TRUE(r.config.admin.token.empty());
+}
+
+TEST(ConfigLoader, AdminElsewhereNeedsAToken) {
+    LoadResult r = load(std::string(kMinimal) + "\n[admin]\naddress = \"0.0.0.0:8025\"\n");
+    expect_error(r, "admin.token_file", 7, "not loopback");
+    r = load(std::string(kMinimal) + "\n[admin]\naddress = \"localhost:8025\"\n");
+    expect_error(r, "admin.address", 8, "is not an IP address and port");
+    r = load(std::string(kMinimal) +
+             "\n[admin]\naddress = \"[::]:8025\"\ntoken_file = \"/nonexistent/token\"\n");
+    expect_error(r, "admin.token_file", 9, "cannot read");
 }
 
 TEST(ConfigLoader, RouteUpstream) {

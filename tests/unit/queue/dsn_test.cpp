@@ -30,11 +30,11 @@ const std::string kOriginal =
     "Received: from a\r\n\tby b; date\r\n"
     "Subject: hello\r\nMessage-ID: <m1@example.com>\r\n\r\nbody line\r\n.dot\r\n";
 
-std::string build(const Envelope& e, std::vector<FailedRecipient> failed) {
+std::string build(const Envelope& e, std::vector<ReportedRecipient> failed) {
     DsnInput in;
     in.reporting_mta = "relay.example";
     in.envelope = &e;
-    in.failed = std::move(failed);
+    in.recipients = std::move(failed);
     in.original = kOriginal;
     in.now = std::chrono::system_clock::time_point(std::chrono::seconds(1704168245));
     in.unique = "01HGW2N7BOUNCE";
@@ -55,13 +55,66 @@ TEST(Dsn, StatusFromTheReply) {
     EXPECT_EQ(dsn_status({0, "expired: not delivered within max_age", true}), "4.4.7");
 }
 
-TEST(Dsn, WantsFailureNotice) {
+TEST(Dsn, StatusKeepsTheActionsClass) {
+    EXPECT_EQ(dsn_status({0, "451 4.3.0 try later", false}, DsnAction::kDelayed), "4.3.0");
+    EXPECT_EQ(dsn_status({0, "connection refused", false}, DsnAction::kDelayed), "4.0.0");
+    EXPECT_EQ(dsn_status({0, "250 2.0.0 Ok: queued", false}, DsnAction::kRelayed), "2.0.0");
+    EXPECT_EQ(dsn_status({0, "250 2.6.0 queued", false}, DsnAction::kRelayed), "2.6.0");
+    EXPECT_EQ(dsn_status({0, "550 4.3.0 odd", false}, DsnAction::kFailed), "5.0.0");
+}
+
+TEST(Dsn, WantsNotice) {
     auto rcpt = [](const char* args) { return smtp::parse_rcpt_to(args, false).value; };
-    EXPECT_TRUE(wants_failure_notice(rcpt("TO:<a@b.example>")));
-    EXPECT_TRUE(wants_failure_notice(rcpt("TO:<a@b.example> NOTIFY=FAILURE,DELAY")));
-    EXPECT_FALSE(wants_failure_notice(rcpt("TO:<a@b.example> NOTIFY=NEVER")));
-    EXPECT_FALSE(wants_failure_notice(rcpt("TO:<a@b.example> NOTIFY=SUCCESS")));
-    EXPECT_FALSE(wants_failure_notice(rcpt("TO:<a@b.example> NOTIFY=DELAY")));
+    using A = DsnAction;
+    EXPECT_TRUE(wants_notice(rcpt("TO:<a@b.example>"), A::kFailed));
+    EXPECT_TRUE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=FAILURE,DELAY"), A::kFailed));
+    EXPECT_FALSE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=NEVER"), A::kFailed));
+    EXPECT_FALSE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=SUCCESS"), A::kFailed));
+    EXPECT_FALSE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=DELAY"), A::kFailed));
+    EXPECT_TRUE(wants_notice(rcpt("TO:<a@b.example>"), A::kDelayed));
+    EXPECT_TRUE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=DELAY"), A::kDelayed));
+    EXPECT_FALSE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=FAILURE"), A::kDelayed));
+    EXPECT_FALSE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=NEVER"), A::kDelayed));
+    EXPECT_FALSE(wants_notice(rcpt("TO:<a@b.example>"), A::kRelayed));
+    EXPECT_TRUE(wants_notice(rcpt("TO:<a@b.example> NOTIFY=SUCCESS,FAILURE"), A::kRelayed));
+}
+
+TEST(Dsn, DelayedNoticeSaysWhenPosternGivesUp) {
+    Envelope e = envelope("FROM:<alice@example.com> RET=FULL");
+    DsnInput in;
+    in.action = DsnAction::kDelayed;
+    in.reporting_mta = "relay.example";
+    in.envelope = &e;
+    in.recipients = {{0, "451 4.4.1 Upstream unavailable", false}};
+    in.original = kOriginal;
+    in.now = std::chrono::system_clock::time_point(std::chrono::seconds(1704168245));
+    in.will_retry_until = std::chrono::system_clock::time_point(std::chrono::seconds(1704600245));
+    in.unique = "01HGW2N7DELAY";
+    const std::string dsn = build_dsn(in);
+    EXPECT_NE(dsn.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos);
+    EXPECT_NE(dsn.find("Action: delayed\r\nStatus: 4.4.1\r\n"), std::string::npos);
+    EXPECT_NE(dsn.find("Will-Retry-Until: Sun, 7 Jan 2024 04:04:05 +0000\r\n"),
+              std::string::npos)
+        << dsn;
+    // RET=FULL is for failures only: a delay notice carries the headers.
+    EXPECT_NE(dsn.find("Content-Type: text/rfc822-headers"), std::string::npos);
+    EXPECT_EQ(dsn.find("body line"), std::string::npos);
+}
+
+TEST(Dsn, RelayedNotice) {
+    Envelope e = envelope("FROM:<alice@example.com>");
+    DsnInput in;
+    in.action = DsnAction::kRelayed;
+    in.reporting_mta = "relay.example";
+    in.envelope = &e;
+    in.recipients = {{0, "250 2.0.0 Ok: queued as 123", false}};
+    in.original = kOriginal;
+    in.unique = "01HGW2N7RELAY";
+    const std::string dsn = build_dsn(in);
+    EXPECT_NE(dsn.find("Subject: Successful Mail Delivery Report\r\n"), std::string::npos);
+    EXPECT_NE(dsn.find("Action: relayed\r\nStatus: 2.0.0\r\n"), std::string::npos);
+    EXPECT_NE(dsn.find("Diagnostic-Code: smtp; 250 2.0.0 Ok: queued as 123\r\n"),
+              std::string::npos);
 }
 
 TEST(Dsn, StructureAndFields) {

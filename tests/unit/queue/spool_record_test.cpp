@@ -62,5 +62,25 @@ TEST(SpoolRecord, LaterLineWins) {
     EXPECT_EQ(r[0].status, RecipientStatus::kDelivered);
 }
 
+TEST(SpoolRecord, MessageLinesGiveAttemptsHoldAndWarning) {
+    auto r = three();
+    MessageFlags flags;
+    apply_state_lines(format_attempts_line(2, "451 4.3.0 busy\r\nnow") + "H\nD 0\n" +
+                          format_attempts_line(3, "connection refused") + "W\n",
+                      r, &flags);
+    EXPECT_EQ(flags.attempts, 3u);
+    EXPECT_EQ(flags.last_error, "connection refused");
+    EXPECT_TRUE(flags.held);
+    EXPECT_TRUE(flags.delay_warned);
+    EXPECT_EQ(r[0].status, RecipientStatus::kDelivered);
+    apply_state_lines("R\nA x oops\nA 9", r, &flags);  // a bad count and a torn line: ignored
+    EXPECT_FALSE(flags.held);
+    EXPECT_EQ(flags.attempts, 3u);
+}
+
+TEST(SpoolRecord, AttemptsLineKeepsTheErrorOnOneLine) {
+    EXPECT_EQ(format_attempts_line(1, "a\r\nb"), "A 1 a  b\n");
+}
+
 }  // namespace
 }  // namespace postern::queue
