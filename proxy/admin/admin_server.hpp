@@ -6,7 +6,7 @@
 //   POST   /queue/flush[?route=R]         every deferred message (of a route) due now
 //   POST   /queue/ID/flush|hold|release
 //   DELETE /queue/ID                      removed without a notice to the sender
-// With a token (token_file), every request needs "Authorization: Bearer <token>".
+// With a token (token_file), every request but /healthz needs "Authorization: Bearer <token>".
 #pragma once
 
 #include <boost/asio/awaitable.hpp>

@@ -86,8 +86,8 @@ int run_queue_command(const config::Config& config, const std::vector<std::strin
             return 2;
         }
     }
-    const bool needs_id = action == "show" || action == "delete" || action == "hold" ||
-                          action == "release";
+    const bool needs_id =
+        action == "show" || action == "delete" || action == "hold" || action == "release";
     const bool known = needs_id || action == "list" || action == "flush";
     if (!known || (needs_id && id.empty()) || (action == "list" && !id.empty())) {
         if (action.empty()) {

@@ -1,9 +1,8 @@
 // Queue entries as JSON and as mailq-style text; see queue_json.hpp.
 #include "proxy/admin/queue_json.hpp"
 
-#include <boost/json/array.hpp>
-
 #include <algorithm>
+#include <boost/json/array.hpp>
 #include <ctime>
 
 namespace postern::admin {
@@ -70,11 +69,13 @@ std::string schedule_text(const json::object& m) {
 
 }  // namespace
 
-json::object queue_entry_json(const queue::QueueEntry& e, std::chrono::system_clock::time_point now) {
+json::object queue_entry_json(const queue::QueueEntry& e,
+                              std::chrono::system_clock::time_point now) {
     using std::chrono::duration_cast;
     using std::chrono::seconds;
     json::object o;
-    const int64_t received = duration_cast<seconds>(e.envelope.received_at.time_since_epoch()).count();
+    const int64_t received =
+        duration_cast<seconds>(e.envelope.received_at.time_since_epoch()).count();
     o["id"] = e.envelope.queue_id;
     o["route"] = e.envelope.route;
     o["sender"] = e.envelope.mail_from.sender.null ? "" : e.envelope.mail_from.sender.mailbox();
@@ -127,7 +128,8 @@ std::string format_queue_table(const json::value& list) {
     }
     auto pad = [](std::string s, size_t width, bool right) {
         if (s.size() >= width) return s;
-        return right ? std::string(width - s.size(), ' ') + s : s + std::string(width - s.size(), ' ');
+        return right ? std::string(width - s.size(), ' ') + s
+                     : s + std::string(width - s.size(), ' ');
     };
     std::string out = pad("-Queue ID-", id_width, false) +
                       " --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
@@ -172,7 +174,8 @@ std::string format_queue_entry(const json::value& entry) {
     out += "id:          " + text(m, "id") + "\n";
     out += "state:       " + text(m, "state") + "\n";
     out += "route:       " + text(m, "route") + "\n";
-    out += "sender:      " + (sender.empty() ? std::string("<> (a notice)") : "<" + sender + ">") + "\n";
+    out += "sender:      " + (sender.empty() ? std::string("<> (a notice)") : "<" + sender + ">") +
+           "\n";
     out += "size:        " + std::to_string(number(m, "size")) + "\n";
     out += "received:    " + text(m, "received_at") + " (" + seconds_text(number(m, "age_s")) +
            " ago)\n";

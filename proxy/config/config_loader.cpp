@@ -269,8 +269,8 @@ void read_admin(Walker& w, const toml::table& t, AdminConfig& a) {
         if (!problem.empty()) w.error(t.get("token_file")->source(), "admin.token_file", problem);
     }
     auto ip = IpAddress::parse(a.address.host);
-    const bool loopback = ip && (Cidr::parse("127.0.0.0/8")->contains(*ip) ||
-                                 Cidr::parse("::1/128")->contains(*ip));
+    const bool loopback =
+        ip && (Cidr::parse("127.0.0.0/8")->contains(*ip) || Cidr::parse("::1/128")->contains(*ip));
     if (!loopback && a.token_file.empty()) {
         w.error(t.source(), "admin.token_file",
                 "the admin address " + a.address.to_string() +
@@ -374,8 +374,7 @@ void read_route(Walker& w, const toml::table& t, const std::string& path, RouteC
     if (r.retry_max < r.retry_min) {
         w.error(t.source(), path + ".retry_max", "must not be below retry_min");
     }
-    if (w.get_duration(t, "delay_warning", path, r.delay_warning) &&
-        r.delay_warning >= r.max_age) {
+    if (w.get_duration(t, "delay_warning", path, r.delay_warning) && r.delay_warning >= r.max_age) {
         w.warn(t.get("delay_warning")->source(), path + ".delay_warning",
                "not below max_age: the message expires before any delay warning");
     }

@@ -81,10 +81,9 @@ std::string build_dsn(const DsnInput& in) {
     std::string m;
     m += "From: Mail Delivery System <MAILER-DAEMON@" + in.reporting_mta + ">\r\n";
     m += "To: <" + e.mail_from.sender.mailbox() + ">\r\n";
-    const char* subject = in.action == DsnAction::kFailed ? "Undelivered Mail Returned to Sender"
-                          : in.action == DsnAction::kDelayed
-                              ? "Delayed Mail (still being retried)"
-                              : "Successful Mail Delivery Report";
+    const char* subject = in.action == DsnAction::kFailed    ? "Undelivered Mail Returned to Sender"
+                          : in.action == DsnAction::kDelayed ? "Delayed Mail (still being retried)"
+                                                             : "Successful Mail Delivery Report";
     m += "Subject: " + std::string(subject) + "\r\n";
     m += "Date: " + date + "\r\n";
     m += "Message-ID: <" + in.unique + ".bounce@" + in.reporting_mta + ">\r\n";
@@ -176,7 +175,8 @@ std::string build_dsn(const DsnInput& in) {
             m += "\r\n";
         }
     } else {
-        m += "Content-Description: Undelivered message headers\r\n";
+        m += in.action == DsnAction::kFailed ? "Content-Description: Undelivered message headers\r\n"
+                                             : "Content-Description: Message headers\r\n";
         m += "Content-Type: text/rfc822-headers\r\n\r\n";
         std::string_view headers = in.original.substr(0, header_end(in.original));
         if (headers.size() >= 4 && headers.substr(headers.size() - 4) == "\r\n\r\n") {

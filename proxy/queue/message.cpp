@@ -60,7 +60,8 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
 
 }  // namespace
 
-std::string envelope_to_json(const Envelope& e, uint64_t message_size) {
+std::string envelope_to_json(const Envelope& e, uint64_t message_size,
+                             std::optional<uint32_t> crc32) {
     const smtp::MailParams& mp = e.mail_from.params;
     std::string out = "{\n";
     out += "  \"queue_id\": " + json_quote(e.queue_id) + ",\n";
@@ -94,6 +95,7 @@ std::string envelope_to_json(const Envelope& e, uint64_t message_size) {
     out += "  \"listener\": " + json_quote(e.listener) + ",\n";
     if (!e.route.empty()) out += "  \"route\": " + json_quote(e.route) + ",\n";
     out += "  \"received_at\": " + json_quote(iso_time(e.received_at)) + ",\n";
+    if (crc32) out += "  \"crc32\": " + std::to_string(*crc32) + ",\n";
     out += "  \"size\": " + std::to_string(message_size) + "\n";
     out += "}\n";
     return out;
@@ -141,7 +143,7 @@ unsigned notify_from(std::string_view list) {
 }  // namespace
 
 bool envelope_from_json(std::string_view json, Envelope& e, uint64_t& message_size,
-                        std::string& error) {
+                        std::string& error, std::optional<uint32_t>* crc32) {
     namespace bj = boost::json;
     boost::system::error_code ec;
     bj::value root = bj::parse(json, ec);
@@ -177,6 +179,16 @@ bool envelope_from_json(std::string_view json, Envelope& e, uint64_t& message_si
         return false;
     }
     message_size = size->to_number<uint64_t>(ec);
+    if (crc32) {
+        crc32->reset();
+        if (const bj::value* v = o.if_contains("crc32")) {
+            if (!v->is_number()) {
+                error = "crc32 is not a number";
+                return false;
+            }
+            *crc32 = v->to_number<uint32_t>(ec);
+        }
+    }
     e.client_port = port->to_number<uint16_t>(ec);
     auto when = time_from(received);
     auto from = address_from(sender, true);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,11 +27,13 @@ struct Envelope {
 };
 
 // The envelope as one JSON object (the outbox sidecar); keys are documented in docs/outbox.md.
-std::string envelope_to_json(const Envelope& envelope, uint64_t message_size);
+// The spool's records also carry the message file's CRC-32 ("crc32").
+std::string envelope_to_json(const Envelope& envelope, uint64_t message_size,
+                             std::optional<uint32_t> crc32 = std::nullopt);
 
 // Reads back what envelope_to_json wrote (the spool's records). On failure returns false and
 // says why in `error`; the addresses are parsed again with the front end's parser.
 bool envelope_from_json(std::string_view json, Envelope& envelope, uint64_t& message_size,
-                        std::string& error);
+                        std::string& error, std::optional<uint32_t>* crc32 = nullptr);
 
 }  // namespace postern::queue

@@ -54,8 +54,12 @@ asio::awaitable<AttemptResult> attempt_delivery(SpooledMessage m, const Spool& s
     std::string error;
     if (m.content) {
         content = *m.content;
-    } else if (!spool.read_content(m, content, error)) {
-        all(pending, RecipientStatus::kPending, error);
+    } else if (Spool::Read read = spool.read_content(m, content, error); read != Spool::Read::kOk) {
+        if (read == Spool::Read::kCorrupt) {
+            out.corrupt = error;
+        } else {
+            all(pending, RecipientStatus::kPending, error);
+        }
         co_return out;
     }
     upstream::Acquired acquired = co_await pool.acquire();
@@ -229,7 +233,9 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
     --route.active_on[thread];
     wake_.cancel();  // a slot is free: due messages of this route may go now
     m.running = false;
-    if (m.deleted) {  // by the operator while the attempt ran; the files are gone already
+    if (!m.deleted && !result.corrupt.empty()) {
+        // Never sent: what is on disk is not what the client handed over (spool_corrupt).
+        spool_.quarantine(id, result.corrupt);
         messages_.erase(it);
         return;
     }
@@ -238,8 +244,7 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
     std::vector<size_t> final_states;  // recipients that reached a final state now
     std::vector<size_t> relayed;       // delivered, and the sender asked to hear of it
     auto log_delivery = [&](size_t index, const char* outcome, const std::string& reply) {
-        log(std::string_view(outcome) == "deferred" ? LogLevel::kWarn : LogLevel::kInfo,
-            "delivery",
+        log(std::string_view(outcome) == "deferred" ? LogLevel::kWarn : LogLevel::kInfo, "delivery",
             {{"queue_id", id},
              {"rcpt", m.envelope.recipients[index].recipient.mailbox()},
              {"route", m.envelope.route},
@@ -266,6 +271,12 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
         }
         if (r.status == RecipientStatus::kPending) m.last_error = r.reply;
     }
+    if (m.deleted) {
+        // By the operator while the attempt ran (the lines above say how it ended); the files
+        // are gone already.
+        messages_.erase(it);
+        return;
+    }
     if (m.any(RecipientStatus::kPending) && age >= route.max_age) {
         for (size_t i = 0; i < m.recipients.size(); ++i) {
             RecipientState& state = m.recipients[i];
@@ -282,7 +293,7 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
         if (!content) {
             std::string text;
             std::string error;
-            if (spool_.read_content(m, text, error))
+            if (spool_.read_content(m, text, error) == Spool::Read::kOk)
                 content = std::make_shared<const std::string>(std::move(text));
         }
         SpooledMessage copy = m;
@@ -325,6 +336,12 @@ void Scheduler::maybe_warn(SpooledMessage& m, std::chrono::system_clock::duratio
     }
     m.delay_warned = true;
     if (m.envelope.mail_from.sender.null || indices.empty()) {
+        log(LogLevel::kInfo, "bounce_skipped",
+            {{"queue_id", m.envelope.queue_id},
+             {"kind", "delay warning"},
+             {"reason",
+              m.envelope.mail_from.sender.null ? "null sender" : "NOTIFY does not ask for it"},
+             {"nrcpt", indices.size()}});
         spool_.record_flag(m.envelope.queue_id, 'W');
         return;
     }
@@ -350,7 +367,8 @@ void Scheduler::settle(const std::string& id) {
             copy.content.reset();
             // notify() may run to its end inside co_spawn (nothing to store: it does not wait)
             // and settle the message itself, erasing it: `m` must not be used after this.
-            asio::co_spawn(home_, notify(std::move(copy), DsnAction::kFailed, std::move(unreported)),
+            asio::co_spawn(home_,
+                           notify(std::move(copy), DsnAction::kFailed, std::move(unreported)),
                            asio::detached);
             return;
         }
@@ -394,7 +412,7 @@ asio::awaitable<void> Scheduler::notify(SpooledMessage original, DsnAction actio
         std::string error;
         if (original.content) {
             content = *original.content;
-        } else if (!spool_.read_content(original, content, error)) {
+        } else if (spool_.read_content(original, content, error) != Spool::Read::kOk) {
             content.clear();  // no headers then
         }
         Envelope b;
@@ -434,10 +452,7 @@ asio::awaitable<void> Scheduler::notify(SpooledMessage original, DsnAction actio
         if (r.error) {
             stored = false;
             log(LogLevel::kError, "bounce_store_failed",
-                {{"queue_id", id},
-                 {"kind", kind},
-                 {"step", r.step},
-                 {"error", r.error.message()}});
+                {{"queue_id", id}, {"kind", kind}, {"step", r.step}, {"error", r.error.message()}});
         } else {
             log(LogLevel::kInfo, "bounce_queued",
                 {{"queue_id", id},
@@ -448,6 +463,7 @@ asio::awaitable<void> Scheduler::notify(SpooledMessage original, DsnAction actio
             SpooledMessage sm;
             sm.envelope = std::move(b);
             sm.size = dsn.size();
+            sm.crc32 = r.crc32;
             sm.recipients.resize(1);
             submit(std::move(sm));
         }

@@ -47,6 +47,7 @@ struct RecipientResult {
 struct AttemptResult {
     std::string host;
     bool upstream_dsn = false;  // the upstream offered DSN: it reports success itself
+    std::string corrupt;        // the message file is damaged (why): it was not sent
     std::vector<RecipientResult> recipients;
 };
 
@@ -65,7 +66,8 @@ class Scheduler {
 
     // Management, home thread only. `entries` lists the messages (one when `id` is given, those
     // of one route when `route` is), oldest first.
-    std::vector<QueueEntry> entries(const std::string& id = "", const std::string& route = "") const;
+    std::vector<QueueEntry> entries(const std::string& id = "",
+                                    const std::string& route = "") const;
     // Makes messages due now (one, those of a route, or all): returns how many. Held messages
     // and running attempts are left alone.
     size_t flush(const std::string& id, const std::string& route);

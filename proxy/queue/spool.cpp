@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "proxy/observe/log.hpp"
+#include "proxy/queue/checksum.hpp"
 
 namespace postern::queue {
 
@@ -47,7 +48,7 @@ Spool::Spool(const std::string& dir)
     : dir_(dir),
       queue_dir_(make_dir(dir + "/queue")),
       corrupt_dir_(make_dir(dir + "/corrupt")),
-      writer_(queue_dir_) {}
+      writer_(queue_dir_, /*checksum=*/true) {}
 
 void Spool::quarantine(const std::string& id, const std::string& reason) {
     for (const char* ext : {".eml", ".json", ".state"}) {
@@ -88,7 +89,8 @@ Spool::Recovery Spool::recover() {
             ++out.corrupt;
             continue;
         }
-        if (!envelope_from_json(json, m.envelope, m.size, error) || m.envelope.queue_id != id) {
+        if (!envelope_from_json(json, m.envelope, m.size, error, &m.crc32) ||
+            m.envelope.queue_id != id) {
             quarantine(id, error.empty() ? "queue id does not match the file name" : error);
             ++out.corrupt;
             continue;
@@ -117,16 +119,22 @@ Spool::Recovery Spool::recover() {
     return out;
 }
 
-bool Spool::read_content(const SpooledMessage& m, std::string& out, std::string& error) const {
+Spool::Read Spool::read_content(const SpooledMessage& m, std::string& out,
+                                std::string& error) const {
     if (!read_file(queue_dir_ + "/" + m.envelope.queue_id + ".eml", out)) {
         error = "cannot read the message file";
-        return false;
+        return Read::kUnreadable;
     }
     if (out.size() != m.size) {
-        error = "the message file has changed size";
-        return false;
+        error = "the message file has " + std::to_string(out.size()) +
+                " octets, the envelope says " + std::to_string(m.size);
+        return Read::kCorrupt;
     }
-    return true;
+    if (m.crc32 && content_crc32(out) != *m.crc32) {
+        error = "the message file does not match its CRC-32";
+        return Read::kCorrupt;
+    }
+    return Read::kOk;
 }
 
 void Spool::record_bounced(const std::string& id, size_t index) {

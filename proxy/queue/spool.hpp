@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ namespace postern::queue {
 struct SpooledMessage {
     Envelope envelope;
     uint64_t size = 0;                       // of the .eml
+    std::optional<uint32_t> crc32;           // of the .eml (records of older versions: none)
     std::vector<RecipientState> recipients;  // parallel to envelope.recipients
     unsigned attempts = 0;
     std::string last_error;
@@ -58,8 +60,12 @@ class Spool {
     // Reads the small .json and .state files and stats the .eml; message bodies are not read.
     Recovery recover();
 
-    // The message content to send; false (and why in `error`) when it cannot be read whole.
-    bool read_content(const SpooledMessage& m, std::string& out, std::string& error) const;
+    enum class Read { kOk, kUnreadable, kCorrupt };
+    // The message content to send; else why not in `error`: kCorrupt when the file is not the
+    // one stored (its size or CRC-32 differs: quarantine it), kUnreadable when it cannot be read.
+    Read read_content(const SpooledMessage& m, std::string& out, std::string& error) const;
+    // Moves the message's files to SPOOL/corrupt/ and logs why.
+    void quarantine(const std::string& id, const std::string& reason);
     // Appends a final recipient state. Not synced: losing it means one more delivery.
     void record(const std::string& id, size_t index, const RecipientState& state);
     // Appends that the failure of recipient `index` has been reported (or needs no report).
@@ -75,7 +81,6 @@ class Spool {
 
   private:
     void append_state(const std::string& id, const std::string& line);
-    void quarantine(const std::string& id, const std::string& reason);
 
     std::string dir_;
     std::string queue_dir_;

@@ -809,6 +809,7 @@ asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const st
     if (spooled) {
         queue::SpooledMessage m;
         m.size = header.size() + body_.size();
+        m.crc32 = stored.crc32;
         auto content = std::make_shared<std::string>();
         content->reserve(m.size);
         *content += header;

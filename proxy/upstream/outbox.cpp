@@ -7,12 +7,17 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <memory>
 
+#include "proxy/queue/checksum.hpp"
+
 namespace postern::upstream {
 
 namespace asio = boost::asio;
 
-Outbox::Outbox(std::string dir)
-    : writer_(std::move(dir)), work_(asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
+Outbox::Outbox(std::string dir, bool checksum)
+    : writer_(std::move(dir)),
+      checksum_(checksum),
+      work_(asio::make_work_guard(io_)),
+      thread_([this] { io_.run(); }) {}
 
 Outbox::~Outbox() {
     work_.reset();
@@ -21,7 +26,9 @@ Outbox::~Outbox() {
 
 asio::awaitable<StoreResult> Outbox::store(const queue::Envelope& envelope,
                                            const std::string& header, const std::string& body) {
-    const std::string json = queue::envelope_to_json(envelope, header.size() + body.size());
+    std::optional<uint32_t> crc;
+    if (checksum_) crc = queue::content_crc32(header, body);
+    const std::string json = queue::envelope_to_json(envelope, header.size() + body.size(), crc);
     auto initiate = [&](auto handler) {
         // The handler resumes the caller; it is moved into a shared_ptr so that the std::function
         // of the Job can hold it, and it is run on the caller's own executor.
@@ -35,15 +42,18 @@ asio::awaitable<StoreResult> Outbox::store(const queue::Envelope& envelope,
         asio::post(io_, [this, &envelope, &header, &body, &json, done = std::move(done)] {
             Job job{writer_.prepare(envelope.queue_id, header, body, json), done};
             if (job.pending.error) {
-                done(StoreResult{job.pending.error, job.pending.step});
+                done(StoreResult{job.pending.error, job.pending.step, std::nullopt});
                 return;
             }
             written_.push_back(std::move(job));
             schedule_cycle();
         });
     };
-    co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(StoreResult)>(
-        initiate, asio::use_awaitable);
+    StoreResult result =
+        co_await asio::async_initiate<decltype(asio::use_awaitable), void(StoreResult)>(
+            initiate, asio::use_awaitable);
+    if (!result.error) result.crc32 = crc;
+    co_return result;
 }
 
 void Outbox::schedule_cycle() {
@@ -69,10 +79,11 @@ void Outbox::cycle() {
         for (Job& job : to_publish) pending.push_back(&job.pending);
         writer_.publish(pending);
     }
-    for (Job& job : to_acknowledge) job.done(StoreResult{job.pending.error, job.pending.step});
+    for (Job& job : to_acknowledge)
+        job.done(StoreResult{job.pending.error, job.pending.step, std::nullopt});
     for (Job& job : to_publish) {
         if (job.pending.error) {
-            job.done(StoreResult{job.pending.error, job.pending.step});
+            job.done(StoreResult{job.pending.error, job.pending.step, std::nullopt});
         } else {
             published_.push_back(std::move(job));
         }

@@ -11,6 +11,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <functional>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -22,15 +23,17 @@
 namespace postern::upstream {
 
 struct StoreResult {
-    std::error_code error;  // empty on success
-    std::string step;       // which step failed, for the log
+    std::error_code error;          // empty on success
+    std::string step;               // which step failed, for the log
+    std::optional<uint32_t> crc32;  // of the stored message, when the sidecar records one
 };
 
 class Outbox {
   public:
     // Creates the directory if needed (throws std::system_error naming it) and starts the
     // storage thread.
-    explicit Outbox(std::string dir);
+    // `checksum`: the sidecar carries the message file's CRC-32 (the durable queue's records).
+    explicit Outbox(std::string dir, bool checksum = false);
     // Finishes the work already handed over, then stops the storage thread.
     ~Outbox();
     Outbox(const Outbox&) = delete;
@@ -53,6 +56,7 @@ class Outbox {
     void schedule_cycle();
 
     OutboxWriter writer_;
+    bool checksum_;
     boost::asio::io_context io_{1};
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
     // Storage thread only:

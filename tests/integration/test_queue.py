@@ -37,11 +37,13 @@ import signal
 import subprocess
 import time
 import unittest
+import zlib
 
 from harness import BINARY, QUEUED, Postern, strip_received, wait_for
 from upstreams import AiosmtpdUpstream, RelayTestCase, closed_port, log_events
 
-# The keys of the outbox sidecar (docs/outbox.md); the queue's .json has these plus "route".
+# The keys of the outbox sidecar (docs/outbox.md); the queue's .json has these plus "route"
+# and "crc32" (of the .eml).
 SIDECAR_KEYS = {"queue_id", "mail_from", "mail_params", "recipients", "client_ip",
                 "client_port", "helo", "protocol", "listener", "received_at", "size"}
 
@@ -392,7 +394,7 @@ class QueueOutageTest(QueueTestCase):
             emls[qid] = eml
             self.assertEqual(strip_received(eml), bodies[qid])
             self.assertIn(b" id " + qid.encode(), eml[:len(eml) - len(bodies[qid])])
-            self.assertEqual(set(env), SIDECAR_KEYS | {"route"}, env)
+            self.assertEqual(set(env), SIDECAR_KEYS | {"route", "crc32"}, env)
             self.assertEqual(env["queue_id"], qid)
             self.assertEqual(env["route"], "default")
             self.assertEqual(env["mail_from"], "app@example.org")
@@ -541,6 +543,38 @@ class QueueCorruptSpoolTest(QueueTestCase):
         for qid in (truncated, garbage):
             self.assertEqual(self.deliveries(p, qid=qid), [])
             self.assertTrue({qid + ".eml", qid + ".json"} <= set(os.listdir(self.corrupt_dir)))
+
+
+    def test_a_damaged_message_file_is_quarantined_before_it_is_sent(self):
+        """The .json records the .eml's CRC-32: a message file changed on disk (same size, one
+        octet flipped) is found when an attempt reads it, moved to corrupt/ and never sent;
+        an intact one queued next to it is delivered."""
+        port, up = self.down_upstream()
+        p = self.queue_postern(dict(PLAIN, hosts=[f"127.0.0.1:{port}"]))
+        intact = self.queue(p, rcpts=["intact@example.net"])
+        damaged = self.queue(p, rcpts=["damaged@example.net"])
+        for qid in (intact, damaged):
+            eml, env = self.spool_record(qid)
+            self.assertEqual(env.get("crc32"), zlib.crc32(eml), env)
+        # Both were tried once (from memory) and deferred: later attempts read the file.
+        for qid in (intact, damaged):
+            self.wait_delivery(p, qid=qid, result="deferred")
+        path = os.path.join(self.queue_dir, damaged + ".eml")
+        with open(path, "r+b") as f:
+            data = f.read()
+            f.seek(len(data) - 5)
+            f.write(bytes([data[-5] ^ 0x20]))
+        up.start()
+        [corrupt] = self.wait_event(p, "spool_corrupt")
+        self.assertEqual(corrupt.get("queue_id"), damaged, corrupt["_line"])
+        self.assertIn("CRC-32", corrupt.get("reason", ""), corrupt["_line"])
+        [m] = up.wait_messages(1)
+        self.assertEqual(m["rcpt_tos"], ["intact@example.net"])
+        self.assertSpoolEmpty(p)
+        time.sleep(1.5)
+        self.assertEqual(self.upstream_rcpts(up, "damaged@example.net"), 0)
+        self.assertEqual(self.bounces(up), [], "a damaged message is not bounced")
+        self.assertTrue({damaged + ".eml", damaged + ".json"} <= set(os.listdir(self.corrupt_dir)))
 
 
 class QueueMixedResultsTest(QueueTestCase):

@@ -19,7 +19,8 @@ queue::QueueEntry entry() {
     e.envelope.queue_id = "01JDZ3K5Q7ABCD";
     e.envelope.route = "default";
     e.envelope.mail_from = smtp::parse_mail_from("FROM:<alice@example.com>", false).value;
-    for (const char* to : {"TO:<bob@example.net>", "TO:<carol@example.net>", "TO:<dan@example.net>"})
+    for (const char* to :
+         {"TO:<bob@example.net>", "TO:<carol@example.net>", "TO:<dan@example.net>"})
         e.envelope.recipients.push_back(smtp::parse_rcpt_to(to, false).value);
     e.envelope.received_at = system_clock::time_point(seconds(1764362483));  // 2025-11-28 20:41:23
     e.size = 4096;

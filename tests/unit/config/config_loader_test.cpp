@@ -971,8 +971,7 @@ route = "default"
 )");
     EXPECT_FALSE(r.ok());
     const ConfigIssue& issue = issue_for(r, "route_rule[0].listener");
-    EXPECT_NE(issue.message.find("unknown listener \"listner1\""), std::string::npos)
-        << dump(r);
+    EXPECT_NE(issue.message.find("unknown listener \"listner1\""), std::string::npos) << dump(r);
 }
 
 TEST(ConfigLoader, RouteRulesRead) {

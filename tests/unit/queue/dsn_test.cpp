@@ -93,8 +93,7 @@ TEST(Dsn, DelayedNoticeSaysWhenPosternGivesUp) {
     const std::string dsn = build_dsn(in);
     EXPECT_NE(dsn.find("Subject: Delayed Mail (still being retried)\r\n"), std::string::npos);
     EXPECT_NE(dsn.find("Action: delayed\r\nStatus: 4.4.1\r\n"), std::string::npos);
-    EXPECT_NE(dsn.find("Will-Retry-Until: Sun, 7 Jan 2024 04:04:05 +0000\r\n"),
-              std::string::npos)
+    EXPECT_NE(dsn.find("Will-Retry-Until: Sun, 7 Jan 2024 04:04:05 +0000\r\n"), std::string::npos)
         << dsn;
     // RET=FULL is for failures only: a delay notice carries the headers.
     EXPECT_NE(dsn.find("Content-Type: text/rfc822-headers"), std::string::npos);
