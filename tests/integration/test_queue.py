@@ -34,7 +34,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 import unittest
 import zlib
@@ -433,6 +435,93 @@ class QueueOutageTest(QueueTestCase):
             self.assertEqual(d["host"], f"127.0.0.1:{port}", d["_line"])
         time.sleep(1)
         self.assertEqual(len(up.messages()), 5, "a message was delivered twice")
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never says a word (an upstream hung before its
+    greeting); counts the connections open at once."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.open = []
+        self.peak = 0
+        self.total = 0
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open = [c for c in self.open if not self._closed(c)] + [conn]
+                self.total += 1
+                self.peak = max(self.peak, len(self.open))
+
+    @staticmethod
+    def _closed(conn):
+        try:
+            conn.setblocking(False)
+            return conn.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.open:
+                c.close()
+
+
+class QueueRoutesTest(QueueTestCase):
+
+    def test_a_hung_upstream_holds_only_its_own_route(self):
+        """Two routes chosen by recipient domain: "stuck" relays through an upstream that
+        accepts connections and never greets, "default" through a working one. The stuck
+        route's attempts wait for its greeting timeout, at most max_connections (2) of them at
+        a time however many messages are due; the other route's mail is delivered meanwhile,
+        at once."""
+        silent = SilentServer()
+        self.addCleanup(silent.close)
+        up = self.upstream(tls="none")
+        routes = {"default": {"upstream": "smart", "retry_min": "1s", "retry_max": "2s"},
+                  "stuck": {"upstream": "hung", "retry_min": "1s", "retry_max": "2s"}}
+        config = self.postern_config(
+            dict(PLAIN, hosts=[up.address], host_down_time="1s"),
+            upstreams={"hung": dict(PLAIN, hosts=[silent.address], max_connections=2,
+                                    greeting_timeout="20s", host_down_time="1s")},
+            routes=routes, listener={"delivery": "queue"},
+            extra_toml='[[route_rule]]\nrecipient_domain = "stuck.example"\nroute = "stuck"\n')
+        p = Postern(server={"spool_dir": self.spool}, **config)
+        self.addCleanup(p.cleanup)
+        p.start()
+        stuck = [self.queue(p, rcpts=[f"s{i}@stuck.example"]) for i in range(6)]
+        self.assertTrue(wait_for(lambda: silent.total >= 2, 5), silent.total)
+        started = time.time()
+        fine = [self.queue(p, rcpts=[f"f{i}@example.net"]) for i in range(5)]
+        messages = up.wait_messages(5, timeout=10)
+        self.assertEqual(len(messages), 5, p.log()[-3000:])
+        self.assertLess(time.time() - started, 5, "the working route waited for the hung one")
+        for qid in fine:
+            [d] = self.wait_delivery(p, qid=qid, result="delivered")
+            self.assertEqual(d["attempt"], "1", d["_line"])
+        time.sleep(1)
+        with silent.lock:
+            self.assertEqual(silent.peak, 2, "more attempts than max_connections")
+            self.assertEqual(silent.total, 2, "an attempt did not wait for a free connection")
+        # None of the stuck route's messages has finished an attempt yet.
+        for qid in stuck:
+            self.assertEqual(self.deliveries(p, qid=qid), [])
+        for i in range(6):
+            self.assertEqual(self.upstream_rcpts(up, f"s{i}@stuck.example"), 0)
 
 
 class QueueRecoveryTest(QueueTestCase):
