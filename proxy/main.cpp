@@ -55,7 +55,8 @@ std::optional<postern::config::Config> load(const std::string& path, bool admin_
         bool usable = true;
         for (const auto& issue : result.issues) {
             // A syntax error (no key) leaves nothing to trust.
-            if (!issue.warning && (issue.key.empty() || issue.key.rfind("admin", 0) == 0)) {
+            const bool admin = issue.key == "admin" || issue.key.rfind("admin.", 0) == 0;
+            if (!issue.warning && (issue.key.empty() || admin)) {
                 std::cerr << issue.to_string() << "\n";
                 usable = false;
             }

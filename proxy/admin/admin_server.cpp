@@ -200,7 +200,8 @@ asio::awaitable<void> AdminServer::serve(tcp::socket socket) {
         const auto& request = parser.get();
         Reply reply;
         // A health check needs no token: it tells nothing about the mail.
-        const bool health = request.target() == "/healthz";
+        const std::string_view target(request.target().data(), request.target().size());
+        const bool health = target.substr(0, target.find('?')) == "/healthz";
         if (!health && !authorized(request, config_.token)) {
             reply = error(http::status::unauthorized, "a bearer token is required (token_file)");
             log(LogLevel::kWarn, "admin_unauthorized",

@@ -178,21 +178,26 @@ bool envelope_from_json(std::string_view json, Envelope& e, uint64_t& message_si
         error = "missing size or client_port";
         return false;
     }
-    message_size = size->to_number<uint64_t>(ec);
+    // Each conversion fails on its own (a negative, fractional or too large number).
+    boost::system::error_code size_ec;
+    boost::system::error_code port_ec;
+    message_size = size->to_number<uint64_t>(size_ec);
     if (crc32) {
         crc32->reset();
         if (const bj::value* v = o.if_contains("crc32")) {
-            if (!v->is_number()) {
-                error = "crc32 is not a number";
+            boost::system::error_code crc_ec;
+            uint32_t value = v->is_number() ? v->to_number<uint32_t>(crc_ec) : 0;
+            if (!v->is_number() || crc_ec) {
+                error = "crc32 is not a number from 0 to 4294967295";
                 return false;
             }
-            *crc32 = v->to_number<uint32_t>(ec);
+            *crc32 = value;
         }
     }
-    e.client_port = port->to_number<uint16_t>(ec);
+    e.client_port = port->to_number<uint16_t>(port_ec);
     auto when = time_from(received);
     auto from = address_from(sender, true);
-    if (ec || !when || !from) {
+    if (size_ec || port_ec || !when || !from) {
         error = "bad size, client_port, received_at or mail_from";
         return false;
     }

@@ -328,11 +328,11 @@ void Scheduler::maybe_warn(SpooledMessage& m, std::chrono::system_clock::duratio
     const Route& route = routes_.at(m.envelope.route);
     if (route.delay_warning.count() == 0 || m.delay_warned || age < route.delay_warning) return;
     std::vector<size_t> indices;
+    size_t pending = 0;
     for (size_t i = 0; i < m.recipients.size(); ++i) {
-        if (m.recipients[i].status == RecipientStatus::kPending &&
-            wants_notice(m.envelope.recipients[i], DsnAction::kDelayed)) {
-            indices.push_back(i);
-        }
+        if (m.recipients[i].status != RecipientStatus::kPending) continue;
+        ++pending;
+        if (wants_notice(m.envelope.recipients[i], DsnAction::kDelayed)) indices.push_back(i);
     }
     m.delay_warned = true;
     if (m.envelope.mail_from.sender.null || indices.empty()) {
@@ -341,7 +341,7 @@ void Scheduler::maybe_warn(SpooledMessage& m, std::chrono::system_clock::duratio
              {"kind", "delay warning"},
              {"reason",
               m.envelope.mail_from.sender.null ? "null sender" : "NOTIFY does not ask for it"},
-             {"nrcpt", indices.size()}});
+             {"nrcpt", pending}});
         spool_.record_flag(m.envelope.queue_id, 'W');
         return;
     }

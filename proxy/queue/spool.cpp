@@ -99,7 +99,7 @@ Spool::Recovery Spool::recover() {
         uint64_t actual = fs::file_size(queue_dir_ + "/" + id + ".eml", ec);
         if (ec || actual != m.size) {
             quarantine(id, ec ? "message file missing"
-                              : "message file has " + std::to_string(actual) +
+                              : "the message file has " + std::to_string(actual) +
                                     " octets, the envelope says " + std::to_string(m.size));
             ++out.corrupt;
             continue;

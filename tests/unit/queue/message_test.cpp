@@ -595,7 +595,15 @@ TEST(EnvelopeFromJson, Crc32RoundTripAndAbsence) {
     std::string bad = envelope_to_json(e, 10, 1);
     bad.replace(bad.find("\"crc32\": 1"), 10, "\"crc32\": \"1\"");
     EXPECT_FALSE(envelope_from_json(bad, back, size, error, &crc));
-    EXPECT_EQ(error, "crc32 is not a number");
+    EXPECT_EQ(error, "crc32 is not a number from 0 to 4294967295");
+    for (const char* value : {"-1", "1.5", "4294967296"}) {
+        bad = envelope_to_json(e, 10, 1);
+        bad.replace(bad.find("\"crc32\": 1"), 10, std::string("\"crc32\": ") + value);
+        EXPECT_FALSE(envelope_from_json(bad, back, size, error, &crc)) << value;
+    }
+    bad = envelope_to_json(e, 10, 1);
+    bad.replace(bad.find("\"size\": 10"), 10, "\"size\": -10");
+    EXPECT_FALSE(envelope_from_json(bad, back, size, error, &crc));
 }
 
 TEST(Checksum, Crc32OfTheCheckString) {
