@@ -190,8 +190,8 @@ class CliTest(unittest.TestCase):
             'max_message_size = "1KiB"',
             "[route.default]",
             'outbox = "x"',
-            "[admin]",
-            'listen = "127.0.0.1:8080"',
+            "[quota]",
+            'max_messages = 100',
         ]) + "\n"
         path = self.write(d, "typos.toml", text)
         out = run("check-config", "--config", path)
