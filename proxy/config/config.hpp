@@ -17,6 +17,9 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 enum class LogFormat { kLogfmt, kJson };
 enum class RelayPolicy { kTrusted, kAuthenticated, kTrustedOrAuthenticated };
 enum class DeliveryMode { kQueue, kPassthrough };
+// Inbound TLS: none, STARTTLS offered (RFC 3207), STARTTLS before MAIL, or TLS from the first
+// octet (RFC 8314 "submissions").
+enum class ListenerTls { kNone, kStarttls, kStarttlsRequired, kImplicit };
 
 struct ServerConfig {
     std::string hostname;  // default: the machine's host name
@@ -52,6 +55,12 @@ struct ListenerConfig {
     std::chrono::milliseconds data_timeout{std::chrono::minutes(10)};
     unsigned max_errors = 20;
     smtp::BareLineEndPolicy bare_lf = smtp::BareLineEndPolicy::kReject;
+    ListenerTls tls = ListenerTls::kNone;
+    std::string certificate;      // PEM: the server certificate, then its chain
+    std::string private_key;      // PEM
+    std::string min_tls_version;  // "1.2" (the default) or "1.3"
+    std::string ciphers;          // OpenSSL cipher list for TLS 1.2; empty: OpenSSL's default
+    std::chrono::milliseconds tls_handshake_timeout{std::chrono::seconds(30)};
 };
 
 // [upstream.NAME]: a smarthost (or several, in priority order) that postern relays through.

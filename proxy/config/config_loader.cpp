@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "proxy/config/tls_files.hpp"
 #include "proxy/config/units.hpp"
 #include "proxy/smtp/address.hpp"
 
@@ -289,11 +290,71 @@ void read_log(Walker& w, const toml::table& t, LogConfig& l) {
                           {{"logfmt", LogFormat::kLogfmt}, {"json", LogFormat::kJson}});
 }
 
+void read_listener_tls(Walker& w, const toml::table& t, const std::string& path,
+                       ListenerConfig& l) {
+    w.get_enum<ListenerTls>(t, "tls", path, l.tls,
+                            {{"none", ListenerTls::kNone},
+                             {"starttls", ListenerTls::kStarttls},
+                             {"starttls_required", ListenerTls::kStarttlsRequired},
+                             {"implicit", ListenerTls::kImplicit}});
+    const bool has_cert = w.get_string(t, "certificate", path, l.certificate);
+    const bool has_key = w.get_string(t, "private_key", path, l.private_key);
+    if (w.get_string(t, "min_tls_version", path, l.min_tls_version) && l.min_tls_version != "1.2" &&
+        l.min_tls_version != "1.3") {
+        w.error(
+            t.get("min_tls_version")->source(), path + ".min_tls_version",
+            "\"" + l.min_tls_version + "\" is not one of 1.2 | 1.3 (older versions are unsafe)");
+    }
+    w.get_string(t, "ciphers", path, l.ciphers);
+    w.get_duration(t, "tls_handshake_timeout", path, l.tls_handshake_timeout);
+    if (l.tls == ListenerTls::kNone) {
+        for (std::string_view key : {"certificate", "private_key", "min_tls_version", "ciphers",
+                                     "tls_handshake_timeout"}) {
+            if (t.get(key)) {
+                w.warn(t.get(key)->source(), Walker::join(path, key),
+                       "not used: the listener has no tls (\"starttls\", \"starttls_required\" "
+                       "or \"implicit\")");
+            }
+        }
+        return;
+    }
+    if (!has_cert || !has_key) {
+        w.error(t.get("tls")->source(), path + (has_cert ? ".private_key" : ".certificate"),
+                "tls needs certificate and private_key (PEM files)");
+        return;
+    }
+    std::string problem;
+    if (!make_server_tls_context(l, problem)) {
+        const toml::node* where = t.get("certificate");
+        if (problem.find("private key") != std::string::npos) where = t.get("private_key");
+        if (problem.find("cipher") != std::string::npos && t.get("ciphers"))
+            where = t.get("ciphers");
+        w.error(where->source(), path + ".tls", problem);
+    }
+}
+
 void read_listener(Walker& w, const toml::table& t, const std::string& path, ListenerConfig& l) {
     w.check_keys(t, path,
-                 {"name", "address", "trusted_networks", "relay", "max_message_size",
-                  "max_recipients", "max_connections", "max_connections_per_ip", "delivery",
-                  "route", "command_timeout", "data_timeout", "max_errors", "bare_lf"});
+                 {"name",
+                  "address",
+                  "trusted_networks",
+                  "relay",
+                  "max_message_size",
+                  "max_recipients",
+                  "max_connections",
+                  "max_connections_per_ip",
+                  "delivery",
+                  "route",
+                  "command_timeout",
+                  "data_timeout",
+                  "max_errors",
+                  "bare_lf",
+                  "tls",
+                  "certificate",
+                  "private_key",
+                  "min_tls_version",
+                  "ciphers",
+                  "tls_handshake_timeout"});
     w.get_string(t, "name", path, l.name);
     std::string address;
     if (w.get_string(t, "address", path, address)) {
@@ -363,6 +424,7 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
     w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
                                         {{"reject", smtp::BareLineEndPolicy::kReject},
                                          {"normalize", smtp::BareLineEndPolicy::kNormalize}});
+    read_listener_tls(w, t, path, l);
 }
 
 void read_route(Walker& w, const toml::table& t, const std::string& path, RouteConfig& r) {

@@ -21,6 +21,7 @@ struct Envelope {
     uint16_t client_port = 0;
     std::string helo;
     std::string protocol;  // "ESMTP", "SMTP", ... as in the Received header (RFC 3848)
+    std::string tls;       // "TLSv1.3 with cipher ... (256/256 bits)"; only for the header
     std::string listener;
     std::string route;  // the [route.NAME] chosen at the first recipient
     std::chrono::system_clock::time_point received_at;

@@ -23,6 +23,7 @@ std::string received_header(const queue::Envelope& e, const std::string& hostnam
     std::string literal = e.client_ip.find(':') != std::string::npos ? "[IPv6:" + e.client_ip + "]"
                                                                      : "[" + e.client_ip + "]";
     std::string h = "Received: from " + e.helo + " (" + literal + ")\r\n";
+    if (!e.tls.empty()) h += "\t(using " + e.tls + ")\r\n";  // as Postfix writes it
     h += "\tby " + hostname + " (postern) with " + e.protocol + " id " + e.queue_id;
     // RFC 5322 3.6.7: the tokens end with ";" before the date, with or without a "for".
     if (e.recipients.size() == 1) {

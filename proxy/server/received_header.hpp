@@ -10,6 +10,7 @@
 namespace postern::server {
 
 // "Received: from HELO ([IP])\r\n\tby HOST (postern) with PROTO id QID\r\n\tfor <RCPT>; DATE\r\n"
+// With TLS, a line "\t(using TLSv1.3 with cipher ... (256/256 bits))" follows the first.
 // The "for" clause names the recipient only when there is exactly one (RFC 5321 7.2); without
 // it the second line ends with ";" and the third holds the date.
 std::string received_header(const queue::Envelope& envelope, const std::string& hostname);

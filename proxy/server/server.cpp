@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "proxy/admin/admin_server.hpp"
+#include "proxy/config/tls_files.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/server/session.hpp"
@@ -74,8 +75,10 @@ struct ListenerState {
                   queue::QueueIdGenerator& ids, const upstream::RouteTable& routes,
                   const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
-          context{config, listener, ids, routes, outboxes, limits, nullptr, nullptr, nullptr} {}
+          context{config, listener, ids,     routes,  outboxes,
+                  limits, nullptr,  nullptr, nullptr, nullptr} {}
     ConnectionLimits limits;
+    std::unique_ptr<ListenerTls> tls;  // before `context`, which points to it
     ListenerContext context;
     // One acceptor per I/O thread on the same port (SO_REUSEPORT): the kernel spreads the
     // connections and each is served where it was accepted, with no hand-over between threads.
@@ -101,6 +104,9 @@ struct Server::Impl {
     asio::awaitable<void> sweep_deadlines(Worker& worker);
     void tell_sessions(bool force);
     void force_close(int signal_number);
+    // SIGHUP: the listeners' certificates and keys are read again; a listener whose new files
+    // do not load keeps the old ones (tls_reload_failed says why).
+    void reload_certificates();
 
     const config::Config& config;
     queue::QueueIdGenerator ids;
@@ -256,6 +262,27 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
     for (auto& w : workers) w->ctx.stop();
 }
 
+void Server::Impl::reload_certificates() {
+    for (auto& l : listeners) {
+        if (!l->tls) continue;
+        const config::ListenerConfig& lc = l->context.listener;
+        std::string problem;
+        config::SslCtxPtr native = config::make_server_tls_context(lc, problem);
+        if (!native) {
+            log(LogLevel::kError, "tls_reload_failed",
+                {{"listener", lc.name},
+                 {"error", problem},
+                 {"detail", "the previous certificate stays in use"}});
+            continue;
+        }
+        l->tls->current.store(std::make_shared<asio::ssl::context>(native.release()));
+        log(LogLevel::kInfo, "tls_reloaded",
+            {{"listener", lc.name}, {"certificate", lc.certificate}});
+    }
+    log(LogLevel::kInfo, "reload",
+        {{"detail", "TLS certificates read again; other configuration changes need a restart"}});
+}
+
 int Server::run() {
     Impl& s = *impl_;
     const config::Config& config = s.config;
@@ -366,6 +393,18 @@ int Server::run() {
         state->context.spool = s.spool.get();
         state->context.scheduler = s.scheduler.get();
         state->context.storage = s.storage.get();
+        if (lc.tls != config::ListenerTls::kNone) {
+            std::string problem;
+            config::SslCtxPtr native = config::make_server_tls_context(lc, problem);
+            if (!native) {
+                log(LogLevel::kError, "startup_failed",
+                    {{"listener", lc.name}, {"error", problem}});
+                return 1;
+            }
+            state->tls = std::make_unique<ListenerTls>();
+            state->tls->current.store(std::make_shared<asio::ssl::context>(native.release()));
+            state->context.tls = state->tls.get();
+        }
         boost::system::error_code ec;
         tcp::endpoint endpoint(asio::ip::make_address(lc.address.host, ec), lc.address.port);
         auto open = [&](tcp::acceptor& a, bool reuse_port) {
@@ -423,9 +462,7 @@ int Server::run() {
         [&](const boost::system::error_code& ec, int number) {
             if (ec) return;
             if (number == SIGHUP) {
-                log(LogLevel::kWarn, "reload_unsupported",
-                    {{"signal", number},
-                     {"detail", "SIGHUP reload is not implemented yet; restart postern"}});
+                s.reload_certificates();
             } else if (!s.stopping) {
                 s.stopping = true;
                 asio::co_spawn(main_ctx, s.shutdown(number), asio::detached);

@@ -3,10 +3,14 @@
 // that ends a group (RFC 2920 3.1), and before any wait for input.
 #include "proxy/server/session.hpp"
 
+#include <openssl/err.h>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <charconv>
+#include <tuple>
 
 #include "proxy/observe/log.hpp"
 #include "proxy/server/received_header.hpp"
@@ -137,8 +141,14 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
         deadline_ = deadline;
         timed_out_ = false;
         io_ = Io::kReading;
-        auto [ec, n] =
-            co_await socket_.async_read_some(asio::buffer(in_.prepare(chunk), chunk), kUseTuple);
+        boost::system::error_code ec;
+        size_t n = 0;
+        const auto buffer = asio::buffer(in_.prepare(chunk), chunk);
+        if (tls_) {
+            std::tie(ec, n) = co_await tls_->async_read_some(buffer, kUseTuple);
+        } else {
+            std::tie(ec, n) = co_await socket_.async_read_some(buffer, kUseTuple);
+        }
         io_ = Io::kNone;
         in_.commit(n);
         if (!ec) co_return ReadOutcome::kData;
@@ -146,7 +156,10 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
             if (timed_out_) co_return ReadOutcome::kTimeout;
             continue;  // woken by shutdown: the loop head decides
         }
-        end_reason_ = (ec == asio::error::eof) ? "client closed" : ec.message();
+        // A TLS client that closes without close_notify: as good as a close here.
+        end_reason_ = (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
+                          ? "client closed"
+                          : ec.message();
         peer_closed_ = true;
         co_return ReadOutcome::kClosed;
     }
@@ -157,7 +170,13 @@ asio::awaitable<bool> Session::flush() {
     deadline_ = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
     timed_out_ = false;
     io_ = Io::kWriting;
-    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);
+    boost::system::error_code ec;
+    size_t n = 0;
+    if (tls_) {
+        std::tie(ec, n) = co_await asio::async_write(*tls_, asio::buffer(out_), kUseTuple);
+    } else {
+        std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);
+    }
     io_ = Io::kNone;
     out_.clear();
     release_if_large(out_);
@@ -208,14 +227,21 @@ asio::awaitable<void> Session::run() {
              {"client", client_text_},
              {"port", client_port_},
              {"trusted", trusted_ ? "yes" : "no"}});
+    bool ok = true;
+    if (ctx_.listener.tls == config::ListenerTls::kImplicit) ok = co_await start_tls();
     out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
-    bool ok = co_await flush();
+    if (ok) ok = co_await flush();
     std::chrono::steady_clock::time_point command_deadline;
     uint64_t lines_at_deadline = UINT64_MAX;
     while (ok && !closing_) {
         co_await process_buffered();
         if (closing_) break;
         if (!co_await flush()) break;
+        if (starttls_now_) {
+            starttls_now_ = false;
+            if (!co_await start_tls()) break;
+            continue;
+        }
         // command_timeout bounds the whole command line, not each read: a client trickling a
         // line (even an over-long, discarded one) cannot hold the session for longer. The clock
         // starts again only once a line has been complete.
@@ -316,6 +342,7 @@ asio::awaitable<void> Session::process_buffered() {
                 line_.assign(result.line);
                 in_.consume(result.consumed);
                 co_await dispatch(line_);
+                if (starttls_now_) co_return;  // what follows in in_ is never executed
                 if (ends_group(current_verb_) && !closing_ && !co_await flush()) co_return;
                 continue;
         }
@@ -377,6 +404,8 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             reply(replies::kExpnDisabled);
             break;
         case Verb::kStarttls:
+            on_starttls(cmd.args);
+            break;
         case Verb::kAuth:
             reply(replies::kNotImplemented);
             break;
@@ -411,11 +440,72 @@ void Session::on_helo(std::string_view args, bool extended) {
         "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
         "CHUNKING",
     };
+    // RFC 3207 4.2: not after the handshake.
+    if (!tls_ && ctx_.tls) lines.push_back("STARTTLS");
     smtp::append_multiline(out_, 250, lines);
+}
+
+void Session::on_starttls(std::string_view args) {
+    if (tls_) return reply(replies::kTlsActive);
+    if (!ctx_.tls) return reply(replies::kTlsNotOffered);
+    if (!args.empty()) return reply(replies::kStarttlsArgs);
+    if (!greeted_) return reply(replies::kNeedHelo);
+    if (transaction_.active) return reply(replies::kStarttlsInTransaction);
+    reply(replies::kReadyForTls);
+    starttls_now_ = true;
+}
+
+asio::awaitable<bool> Session::start_tls() {
+    // RFC 3207 4.2 / CVE-2011-0411: whatever the client sent in plaintext after STARTTLS is
+    // dropped, never executed inside TLS.
+    if (!in_.empty()) {
+        log(LogLevel::kWarn, "starttls_injection",
+            {{"conn", id_}, {"client", client_text_}, {"discarded_octets", in_.size()}});
+        in_.consume(in_.size());
+    }
+    tls_context_ = ctx_.tls->current.load();
+    tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls_context_);
+    deadline_ = std::chrono::steady_clock::now() + ctx_.listener.tls_handshake_timeout;
+    timed_out_ = false;
+    io_ = Io::kReading;
+    auto [ec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, kUseTuple);
+    io_ = Io::kNone;
+    if (ec) {
+        std::string reason = timed_out_ ? "handshake timeout" : ec.message();
+        if (ec.category() == asio::error::get_ssl_category()) {
+            const char* r = ERR_reason_error_string(ec.value());
+            if (r) reason = r;
+        }
+        log(LogLevel::kWarn, "tls_failed",
+            {{"conn", id_}, {"client", client_text_}, {"reason", reason}});
+        end_reason_ = "TLS handshake failed";
+        io_failed_ = true;  // nothing more can be said to this client
+        closing_ = true;
+        co_return false;
+    }
+    SSL* ssl = tls_->native_handle();
+    int secret_bits = 0;
+    const int bits = SSL_get_cipher_bits(ssl, &secret_bits);
+    tls_info_ = std::string(SSL_get_version(ssl)) + " with cipher " + SSL_get_cipher_name(ssl) +
+                " (" + std::to_string(bits) + "/" + std::to_string(secret_bits) + " bits)";
+    log(LogLevel::kInfo, "tls",
+        {{"conn", id_},
+         {"client", client_text_},
+         {"version", SSL_get_version(ssl)},
+         {"cipher", SSL_get_cipher_name(ssl)}});
+    // RFC 3207 4.2: the client starts again with EHLO; nothing from before counts.
+    reset_transaction();
+    helo_.clear();
+    greeted_ = false;
+    esmtp_ = false;
+    co_return true;
 }
 
 void Session::on_mail(std::string_view args) {
     if (!greeted_) return reply(replies::kNeedHelo);
+    if (!tls_ && ctx_.listener.tls == config::ListenerTls::kStarttlsRequired) {
+        return reply(replies::kTlsRequired);
+    }
     if (transaction_.active) return reply(replies::kNestedMail);
     if (draining_) {
         end_reason_ = "shutdown";
@@ -715,6 +805,9 @@ queue::Envelope Session::make_envelope() {
     envelope.protocol = std::string(envelope.mail_from.params.smtputf8 ? "UTF8SMTP"
                                     : esmtp_                           ? "ESMTP"
                                                                        : "SMTP");
+    // RFC 3848 / RFC 6531 3.7.3: "S" for TLS (there is no keyword for SMTP with TLS).
+    if (tls_ && envelope.protocol != "SMTP") envelope.protocol += "S";
+    envelope.tls = tls_info_;
     envelope.listener = ctx_.listener.name;
     envelope.received_at = t.received_at;
     return envelope;

@@ -4,8 +4,11 @@
 // permission and hands accepted messages to the listener's route target.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -36,6 +39,12 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 // What every session of one listener shares. Owned by the Server; outlives all sessions.
+// A listener's TLS context. SIGHUP replaces it (new certificates) while sessions run on other
+// threads: each session takes the current one at its handshake and keeps it alive.
+struct ListenerTls {
+    std::atomic<std::shared_ptr<asio::ssl::context>> current;
+};
+
 struct ListenerContext {
     const config::Config& config;
     const config::ListenerConfig& listener;
@@ -47,6 +56,7 @@ struct ListenerContext {
     queue::Spool* spool;
     queue::Scheduler* scheduler;
     const StorageGuard* storage;  // the free-space floor
+    ListenerTls* tls;             // the listener's certificate (null without tls)
 };
 
 class Session;
@@ -115,6 +125,10 @@ class Session {
     asio::awaitable<ReadOutcome> read_until(std::chrono::steady_clock::time_point deadline,
                                             size_t chunk);
     asio::awaitable<bool> flush();
+    // STARTTLS (after its 220) or implicit TLS: the handshake, within tls_handshake_timeout.
+    // False (and the session closing) when it fails.
+    asio::awaitable<bool> start_tls();
+    void on_starttls(std::string_view args);
     asio::awaitable<void> process_buffered();
     asio::awaitable<void> dispatch(const std::string& line);
 
@@ -155,6 +169,11 @@ class Session {
     enum class Io { kNone, kReading, kWriting };
 
     tcp::socket socket_;
+    // Once TLS is up, all reads and writes go through it.
+    std::shared_ptr<asio::ssl::context> tls_context_;  // outlives tls_, which uses it
+    std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
+    std::string tls_info_;       // "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+    bool starttls_now_ = false;  // STARTTLS answered 220: the handshake comes next
     ListenerContext& ctx_;
     SessionRegistry& registry_;
     upstream::PoolSet& pools_;

@@ -16,6 +16,13 @@ inline const Reply kCannotVrfy{252, "2.5.0",
                                "Cannot VRFY user, but will accept message and attempt delivery"};
 inline const Reply kExpnDisabled{502, "5.5.1", "EXPN is not supported"};
 inline const Reply kNotImplemented{502, "5.5.1", "Command not implemented"};
+// STARTTLS (RFC 3207).
+inline const Reply kReadyForTls{220, "2.0.0", "Ready to start TLS"};
+inline const Reply kTlsActive{503, "5.5.1", "Error: TLS already active"};
+inline const Reply kTlsNotOffered{502, "5.5.1", "Error: STARTTLS is not offered here"};
+inline const Reply kStarttlsArgs{501, "5.5.4", "Syntax: STARTTLS (no parameters)"};
+inline const Reply kStarttlsInTransaction{503, "5.5.1", "Error: MAIL transaction in progress"};
+inline const Reply kTlsRequired{530, "5.7.0", "Must issue a STARTTLS command first"};
 inline const Reply kUnknownCommand{500, "5.5.2", "Error: command not recognized"};
 inline const Reply kLineTooLong{500, "5.5.6", "Error: command line too long"};
 inline const Reply kBadCommandOctets{500, "5.5.2",
