@@ -55,6 +55,7 @@ struct ListenerConfig {
     std::chrono::milliseconds data_timeout{std::chrono::minutes(10)};
     unsigned max_errors = 20;
     smtp::BareLineEndPolicy bare_lf = smtp::BareLineEndPolicy::kReject;
+    bool allow_plaintext_auth = false;  // AUTH without TLS (loopback test set-ups only)
     ListenerTls tls = ListenerTls::kNone;
     std::string certificate;      // PEM: the server certificate, then its chain
     std::string private_key;      // PEM
@@ -123,6 +124,26 @@ struct RouteRule {
     std::string route;
 };
 
+// [auth]: the users who may AUTH (RFC 4954), and what a failed login costs.
+struct AuthConfig {
+    bool enabled = false;    // the [auth] table is present
+    std::string users_file;  // "name:crypt-hash" lines
+    unsigned max_failures = 5;
+    std::chrono::milliseconds failure_window{std::chrono::minutes(5)};
+    std::chrono::milliseconds lockout{std::chrono::minutes(15)};
+    std::chrono::milliseconds failure_delay{std::chrono::seconds(1)};  // before each 535
+};
+
+// [user.NAME]: what an authenticated user may do.
+struct UserConfig {
+    std::string name;
+    // "a@example.com", "@example.com" (that domain), "@.example.com" (its subdomains), "<>" (the
+    // null sender); empty: any sender.
+    std::vector<std::string> allowed_senders;
+    std::string route;        // empty: the listener's routing
+    std::string quota_class;  // for the quota issue; kept, not used yet
+};
+
 // [admin]: the HTTP listener of the queue API (and, later, metrics).
 struct AdminConfig {
     bool enabled = false;  // the [admin] table is present
@@ -136,6 +157,8 @@ struct Config {
     ServerConfig server;
     LogConfig log;
     AdminConfig admin;
+    AuthConfig auth;
+    std::map<std::string, UserConfig> users;
     std::vector<ListenerConfig> listeners;
     std::map<std::string, RouteConfig> routes;
     std::map<std::string, UpstreamConfig> upstreams;

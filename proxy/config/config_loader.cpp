@@ -17,6 +17,7 @@
 
 #include "proxy/config/tls_files.hpp"
 #include "proxy/config/units.hpp"
+#include "proxy/server/user_db.hpp"
 #include "proxy/smtp/address.hpp"
 
 namespace postern::config {
@@ -24,7 +25,7 @@ namespace {
 
 // Keys of sections that later versions of postern read (DESIGN.md); reported as unsupported
 // rather than unknown so that the message says what is going on.
-const std::set<std::string> kNotYetSupported = {"filter", "auth", "user", "quota"};
+const std::set<std::string> kNotYetSupported = {"filter", "quota"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
@@ -279,6 +280,38 @@ void read_admin(Walker& w, const toml::table& t, AdminConfig& a) {
     }
 }
 
+void get_string_list(Walker& w, const toml::table& t, std::string_view key, const std::string& path,
+                     std::vector<std::string>& out,
+                     const std::function<std::optional<std::string>(const std::string&)>& valid);
+
+void read_auth(Walker& w, const toml::table& t, AuthConfig& a) {
+    a.enabled = true;
+    w.check_keys(t, "auth",
+                 {"users_file", "max_failures", "failure_window", "lockout", "failure_delay"});
+    if (!w.get_string(t, "users_file", "auth", a.users_file) && !t.get("users_file")) {
+        w.error(t.source(), "auth.users_file", "missing: the file of name:hash lines");
+    }
+    w.get_uint(t, "max_failures", "auth", a.max_failures, 1, 1000);
+    w.get_duration(t, "failure_window", "auth", a.failure_window);
+    w.get_duration(t, "lockout", "auth", a.lockout);
+    if (const toml::node* n = t.get("failure_delay")) {
+        // "0s" turns the delay off (tests); get_duration refuses zero.
+        if (n->is_string() && n->as_string()->get() == "0s") {
+            a.failure_delay = std::chrono::milliseconds(0);
+        } else {
+            w.get_duration(t, "failure_delay", "auth", a.failure_delay);
+        }
+    }
+}
+
+void read_user(Walker& w, const toml::table& t, const std::string& path, UserConfig& u) {
+    w.check_keys(t, path, {"allowed_senders", "route", "quota_class"});
+    get_string_list(w, t, "allowed_senders", path, u.allowed_senders,
+                    [](const std::string& entry) { return server::check_allowed_sender(entry); });
+    w.get_string(t, "route", path, u.route);
+    w.get_string(t, "quota_class", path, u.quota_class);
+}
+
 void read_log(Walker& w, const toml::table& t, LogConfig& l) {
     w.check_keys(t, "log", {"level", "format"});
     w.get_enum<LogLevel>(t, "level", "log", l.level,
@@ -349,6 +382,7 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                   "data_timeout",
                   "max_errors",
                   "bare_lf",
+                  "allow_plaintext_auth",
                   "tls",
                   "certificate",
                   "private_key",
@@ -417,9 +451,16 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                "below the 10 minutes RFC 5321 4.5.3.2.6 recommends");
     }
     w.get_uint(t, "max_errors", path, l.max_errors, 1, 100000);
-    if (l.relay == RelayPolicy::kAuthenticated && t.get("relay")) {
-        w.warn(t.get("relay")->source(), path + ".relay",
-               "AUTH is not implemented yet: every MAIL on this listener gets 530 5.7.0");
+    if (const toml::node* n = t.get("allow_plaintext_auth")) {
+        if (auto b = n->value<bool>(); b && n->is_boolean()) {
+            l.allow_plaintext_auth = *b;
+            if (*b) {
+                w.warn(n->source(), path + ".allow_plaintext_auth",
+                       "passwords may cross the network in clear: for loopback tests only");
+            }
+        } else {
+            w.error(n->source(), path + ".allow_plaintext_auth", "expected true or false");
+        }
     }
     w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
                                         {{"reject", smtp::BareLineEndPolicy::kReject},
@@ -691,8 +732,8 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                     "[" + k + "] is not supported by this version of postern yet (see README)");
         }
     }
-    std::vector<std::string_view> known = {"server",   "log",        "listener", "route",
-                                           "upstream", "route_rule", "admin"};
+    std::vector<std::string_view> known = {"server",     "log",   "listener", "route", "upstream",
+                                           "route_rule", "admin", "auth",     "user"};
     for (const std::string& k : kNotYetSupported) known.push_back(k);
     w.check_keys(root, "", known);
 
@@ -711,6 +752,7 @@ LoadResult walk(const toml::table& root, const std::string& name) {
     if (c.server.hostname.empty()) c.server.hostname = default_hostname();
     if (const toml::table* t = table_at("log")) read_log(w, *t, c.log);
     if (const toml::table* t = table_at("admin")) read_admin(w, *t, c.admin);
+    if (const toml::table* t = table_at("auth")) read_auth(w, *t, c.auth);
 
     if (const toml::table* routes = table_at("route")) {
         for (auto&& [key, node] : *routes) {
@@ -768,6 +810,43 @@ LoadResult walk(const toml::table& root, const std::string& name) {
         }
     }
 
+    if (const toml::table* users = table_at("user")) {
+        for (auto&& [key, node] : *users) {
+            std::string path = "user." + std::string(key.str());
+            if (!node.is_table()) {
+                w.error(node.source(), path, "expected a table [" + path + "]");
+                continue;
+            }
+            UserConfig u;
+            u.name = std::string(key.str());
+            const toml::table& t = *node.as_table();
+            read_user(w, t, path, u);
+            if (!u.route.empty() && !c.routes.count(u.route)) {
+                w.error(t.get("route")->source(), path + ".route",
+                        "unknown route \"" + u.route + "\": define it as [route." + u.route + "]");
+            }
+            c.users.emplace(u.name, std::move(u));
+        }
+        if (!c.auth.enabled) {
+            w.error(root.get("user")->source(), "user",
+                    "[user.NAME] tables need [auth] with users_file");
+        }
+    }
+    if (c.auth.enabled && !c.auth.users_file.empty()) {
+        std::string problem;
+        auto db = server::UserDb::load(c, problem);
+        const toml::node* where = root.at_path("auth.users_file").node();
+        if (!db) {
+            w.error(where->source(), "auth.users_file", problem);
+        } else {
+            for (const auto& [name, u] : c.users) {
+                if (db->find(name)) continue;
+                w.warn(root.at_path("user." + name).node()->source(), "user." + name,
+                       "\"" + name + "\" is not in the users file: nobody can log in as it");
+            }
+        }
+    }
+
     const toml::node* listeners = root.get("listener");
     if (!listeners) {
         w.error(root.source(), "listener", "no [[listener]]: postern needs at least one");
@@ -808,6 +887,11 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                            "passthrough into an outbox route stores the message before "
                            "replying, as queue does");
                 }
+            }
+            if (l.relay != RelayPolicy::kTrusted && !c.auth.enabled) {
+                const toml::node* where = t.get("relay");
+                w.error(where ? where->source() : t.source(), path + ".relay",
+                        "relay by authentication needs [auth] with users_file");
             }
             c.listeners.push_back(std::move(l));
             ++index;

@@ -2,6 +2,10 @@
 #include "proxy/config/tls_files.hpp"
 
 #include <openssl/err.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 namespace postern::config {
 
@@ -31,6 +35,14 @@ SslCtxPtr make_server_tls_context(const ListenerConfig& l, std::string& error) {
     // No renegotiation (a DoS vector, and nothing SMTP needs); the server picks the cipher.
     SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                        SSL_OP_NO_COMPRESSION);
+    for (auto [what, file] :
+         {std::pair{"certificate", &l.certificate}, std::pair{"private key", &l.private_key}}) {
+        if (::access(file->c_str(), R_OK) != 0) {
+            error = std::string("cannot read the ") + what + " \"" + *file +
+                    "\": " + std::strerror(errno);
+            return nullptr;
+        }
+    }
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), l.certificate.c_str()) != 1) {
         error = "cannot load the certificate \"" + l.certificate + "\": " + openssl_reason();
         return nullptr;

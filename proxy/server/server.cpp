@@ -75,8 +75,8 @@ struct ListenerState {
                   queue::QueueIdGenerator& ids, const upstream::RouteTable& routes,
                   const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
-          context{config, listener, ids,     routes,  outboxes,
-                  limits, nullptr,  nullptr, nullptr, nullptr} {}
+          context{config,  listener, ids,     routes,  outboxes, limits,
+                  nullptr, nullptr,  nullptr, nullptr, nullptr} {}
     ConnectionLimits limits;
     std::unique_ptr<ListenerTls> tls;  // before `context`, which points to it
     ListenerContext context;
@@ -116,6 +116,7 @@ struct Server::Impl {
     std::map<std::string, upstream::Outbox*> route_targets;
     // Per upstream: TLS context and host health, shared by the pools of every worker.
     std::map<std::string, std::unique_ptr<upstream::UpstreamShared>> upstreams;
+    std::unique_ptr<AuthContext> auth;  // with [auth]
     // The durable queue, when a queue-mode listener can reach an upstream route.
     std::unique_ptr<queue::Spool> spool;
     std::unique_ptr<queue::Scheduler> scheduler;
@@ -279,8 +280,21 @@ void Server::Impl::reload_certificates() {
         log(LogLevel::kInfo, "tls_reloaded",
             {{"listener", lc.name}, {"certificate", lc.certificate}});
     }
+    if (auth) {
+        std::string problem;
+        if (auto users = UserDb::load(config, problem)) {
+            auth->users.store(users);
+            log(LogLevel::kInfo, "users_loaded",
+                {{"file", config.auth.users_file}, {"users", users->size()}});
+        } else {
+            log(LogLevel::kError, "users_reload_failed",
+                {{"error", problem}, {"detail", "the previous users stay in use"}});
+        }
+    }
     log(LogLevel::kInfo, "reload",
-        {{"detail", "TLS certificates read again; other configuration changes need a restart"}});
+        {{"detail",
+          "TLS certificates and the users file read again; other configuration changes need a "
+          "restart"}});
 }
 
 int Server::run() {
@@ -372,6 +386,19 @@ int Server::run() {
         s.scheduler->start();
     }
 
+    if (config.auth.enabled) {
+        std::string problem;
+        auto users = UserDb::load(config, problem);
+        if (!users) {
+            log(LogLevel::kError, "startup_failed", {{"error", problem}});
+            return 1;
+        }
+        s.auth = std::make_unique<AuthContext>(config.auth);
+        s.auth->users.store(users);
+        log(LogLevel::kInfo, "users_loaded",
+            {{"file", config.auth.users_file}, {"users", users->size()}});
+    }
+
     if (config.admin.enabled) {
         s.admin = std::make_unique<admin::AdminServer>(main_ctx, config.admin, s.scheduler.get());
         if (boost::system::error_code ec = s.admin->listen()) {
@@ -393,6 +420,7 @@ int Server::run() {
         state->context.spool = s.spool.get();
         state->context.scheduler = s.scheduler.get();
         state->context.storage = s.storage.get();
+        state->context.auth = s.auth.get();
         if (lc.tls != config::ListenerTls::kNone) {
             std::string problem;
             config::SslCtxPtr native = config::make_server_tls_context(lc, problem);

@@ -6,7 +6,9 @@
 #include <openssl/err.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <charconv>
@@ -17,6 +19,7 @@
 #include "proxy/smtp/address.hpp"
 #include "proxy/smtp/command.hpp"
 #include "proxy/smtp/replies.hpp"
+#include "proxy/smtp/sasl.hpp"
 
 namespace postern::server {
 
@@ -45,9 +48,18 @@ std::optional<smtp::Reply> content_refusal(const smtp::DataReader::Flags& flags,
     return std::nullopt;
 }
 
-bool relay_needs_trust(config::RelayPolicy policy) {
-    // AUTH is not implemented yet, so "trusted_or_authenticated" admits the trusted only.
-    return policy != config::RelayPolicy::kAuthenticated;
+constexpr size_t kMaxAuthLine = 12288 + 2;  // RFC 4954 4: responses up to 12288 octets
+
+asio::awaitable<bool> verify_on_pool(std::shared_ptr<const UserDb> users, const UserDb::User* user,
+                                     std::string password) {
+    co_return users->verify(user, password);
+}
+
+// A user name from the wire, fit for a log line.
+std::string printable(std::string_view s) {
+    std::string out;
+    for (char c : s.substr(0, 64)) out += (c < 0x20 || c == 0x7f) ? '?' : c;
+    return out;
 }
 
 // RFC 2920 3.1: after these the client waits for the reply, so the group ends here.
@@ -229,8 +241,10 @@ asio::awaitable<void> Session::run() {
              {"trusted", trusted_ ? "yes" : "no"}});
     bool ok = true;
     if (ctx_.listener.tls == config::ListenerTls::kImplicit) ok = co_await start_tls();
-    out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
-    if (ok) ok = co_await flush();
+    if (ok) {
+        out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
+        ok = co_await flush();
+    }
     std::chrono::steady_clock::time_point command_deadline;
     uint64_t lines_at_deadline = UINT64_MAX;
     while (ok && !closing_) {
@@ -252,7 +266,7 @@ asio::awaitable<void> Session::run() {
         ReadOutcome outcome = co_await read_until(command_deadline, kCommandChunk);
         if (outcome != ReadOutcome::kData && !handle_read_failure(outcome)) break;
     }
-    if (!out_.empty()) co_await flush();
+    if (!out_.empty() && !io_failed_) co_await flush();
     co_await close_connection();
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
@@ -407,7 +421,7 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             on_starttls(cmd.args);
             break;
         case Verb::kAuth:
-            reply(replies::kNotImplemented);
+            co_await on_auth(cmd.args);
             break;
         case Verb::kUnknown:
             reply(replies::kUnknownCommand);
@@ -442,6 +456,7 @@ void Session::on_helo(std::string_view args, bool extended) {
     };
     // RFC 3207 4.2: not after the handshake.
     if (!tls_ && ctx_.tls) lines.push_back("STARTTLS");
+    if (auth_offered() && user_.empty()) lines.push_back("AUTH PLAIN LOGIN");
     smtp::append_multiline(out_, 250, lines);
 }
 
@@ -496,9 +511,140 @@ asio::awaitable<bool> Session::start_tls() {
     // RFC 3207 4.2: the client starts again with EHLO; nothing from before counts.
     reset_transaction();
     helo_.clear();
+    user_.clear();
+    user_options_ = nullptr;
     greeted_ = false;
     esmtp_ = false;
     co_return true;
+}
+
+bool Session::may_relay() const {
+    switch (ctx_.listener.relay) {
+        case config::RelayPolicy::kTrusted:
+            return trusted_;
+        case config::RelayPolicy::kAuthenticated:
+            return !user_.empty();
+        case config::RelayPolicy::kTrustedOrAuthenticated:
+            return trusted_ || !user_.empty();
+    }
+    return false;
+}
+
+asio::awaitable<bool> Session::auth_exchange(std::string_view challenge, std::string& response) {
+    out_ += "334 ";
+    out_ += challenge;
+    out_ += "\r\n";
+    if (!co_await flush()) co_return false;
+    smtp::CommandReader reader(kMaxAuthLine);
+    const auto deadline = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
+    while (true) {
+        auto result = reader.next(in_.view());
+        switch (result.status) {
+            case smtp::CommandReader::Status::kLine:
+                response.assign(result.line);
+                in_.consume(result.consumed);
+                ++lines_;
+                if (response == "*") {
+                    reply(replies::kAuthCancelled);
+                    co_return false;
+                }
+                co_return true;
+            case smtp::CommandReader::Status::kTooLong:
+                in_.consume(result.consumed);
+                reply(replies::kAuthLineTooLong);
+                co_return false;
+            case smtp::CommandReader::Status::kBadLineEnd:
+                in_.consume(result.consumed);
+                reply(replies::kAuthBadResponse);
+                co_return false;
+            case smtp::CommandReader::Status::kNeedMore:
+                in_.consume(result.consumed);
+                break;
+        }
+        ReadOutcome outcome = co_await read_until(deadline, kCommandChunk);
+        if (outcome != ReadOutcome::kData) {
+            handle_read_failure(outcome);
+            co_return false;
+        }
+    }
+}
+
+asio::awaitable<void> Session::on_auth(std::string_view args) {
+    if (!ctx_.auth) co_return reply(replies::kNotImplemented);
+    if (!greeted_ || !esmtp_) co_return reply(replies::kNeedHelo);
+    if (!auth_offered()) co_return reply(replies::kAuthNeedsTls);
+    if (!user_.empty()) co_return reply(replies::kAuthAlready);
+    if (transaction_.active) co_return reply(replies::kAuthInTransaction);
+    const size_t space = args.find(' ');
+    std::string mechanism(args.substr(0, space));
+    std::string_view initial = space == std::string_view::npos ? "" : args.substr(space + 1);
+    if (mechanism.empty() || initial.find(' ') != std::string_view::npos ||
+        (space != std::string_view::npos && initial.empty())) {
+        co_return reply(replies::kAuthSyntax);
+    }
+    for (char& c : mechanism) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (mechanism != "PLAIN" && mechanism != "LOGIN") {
+        co_return reply(replies::kAuthUnknownMechanism);
+    }
+    AuthContext& auth = *ctx_.auth;
+    if (auth.limiter.locked(client_, std::chrono::steady_clock::now())) {
+        log(LogLevel::kWarn, "auth_refused",
+            {{"conn", id_}, {"client", client_text_}, {"reason", "locked out"}});
+        end_reason_ = "auth lockout";
+        co_return reply(replies::kAuthLockout);
+    }
+    smtp::SaslPlain credentials;
+    smtp::SaslError decoded = smtp::SaslError::kNone;
+    if (mechanism == "PLAIN") {
+        std::string response(initial);
+        if (initial.empty() && !co_await auth_exchange("", response)) co_return;
+        decoded = smtp::decode_plain(response, credentials);
+    } else {
+        std::string response(initial);
+        if (initial.empty() && !co_await auth_exchange("VXNlcm5hbWU6", response)) co_return;
+        decoded = smtp::decode_login(response, credentials.authcid);
+        if (decoded == smtp::SaslError::kNone) {
+            if (!co_await auth_exchange("UGFzc3dvcmQ6", response)) co_return;
+            decoded = smtp::decode_login(response, credentials.password);
+        }
+    }
+    if (decoded != smtp::SaslError::kNone) co_return reply(replies::kAuthBadResponse);
+
+    auto users = auth.users.load();
+    const UserDb::User* user = users->find(credentials.authcid);
+    const std::string password = std::move(credentials.password);
+    // The hash is slow on purpose: computed on the hashing thread, not this I/O thread. (The
+    // awaitable is made first: GCC 12 destroys a lambda temporary in co_await twice.)
+    asio::awaitable<bool> check = verify_on_pool(users, user, password);
+    const bool valid = co_await asio::co_spawn(auth.hashing, std::move(check), asio::use_awaitable);
+    // RFC 4616: an authzid other than the user is a request to act for someone else: refused.
+    const bool proxying =
+        !credentials.authzid.empty() && credentials.authzid != credentials.authcid;
+    if (valid && !proxying) {
+        auth.limiter.success(client_);
+        user_ = user->name;
+        user_options_ = user->options;
+        log(LogLevel::kInfo, "auth",
+            {{"conn", id_}, {"client", client_text_}, {"user", user_}, {"mechanism", mechanism}});
+        co_return reply(replies::kAuthOk);
+    }
+    const bool locked = auth.limiter.failure(client_, std::chrono::steady_clock::now());
+    log(LogLevel::kWarn, "auth_failed",
+        {{"conn", id_},
+         {"client", client_text_},
+         {"user", printable(credentials.authcid)},
+         {"mechanism", mechanism},
+         {"reason", !user    ? "unknown user"
+                    : !valid ? "wrong password"
+                             : "authzid differs from the user"},
+         {"locked_out", locked ? "yes" : "no"}});
+    if (auth.config.failure_delay.count() > 0) {
+        // Slows down guessing; the session does nothing else meanwhile.
+        asio::steady_timer delay(socket_.get_executor());
+        delay.expires_after(auth.config.failure_delay);
+        co_await delay.async_wait(kUseTuple);
+    }
+    reply(replies::kAuthFailed);
 }
 
 void Session::on_mail(std::string_view args) {
@@ -511,7 +657,7 @@ void Session::on_mail(std::string_view args) {
         end_reason_ = "shutdown";
         return reply(replies::kShuttingDown);
     }
-    if (ctx_.listener.relay == config::RelayPolicy::kAuthenticated) {
+    if (ctx_.listener.relay == config::RelayPolicy::kAuthenticated && user_.empty()) {
         return reply(replies::kAuthRequired);
     }
     if (ctx_.storage && ctx_.storage->low()) {
@@ -520,6 +666,12 @@ void Session::on_mail(std::string_view args) {
     }
     auto parsed = smtp::parse_mail_from(args, ctx_.listener.max_message_size, esmtp_);
     if (parsed.error) return reply(*parsed.error);
+    if (user_options_ && !sender_allowed(user_options_->allowed_senders, parsed.value.sender)) {
+        const std::string address = parsed.value.sender.null ? "<>" : parsed.value.sender.mailbox();
+        return reply({553, "5.7.1",
+                      "Sender address <" + (parsed.value.sender.null ? "" : address) +
+                          "> is not owned by user " + user_});
+    }
     transaction_.active = true;
     transaction_.mail = std::move(parsed.value);
     reply(replies::kSenderOk);
@@ -530,17 +682,19 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     if (transaction_.bdat_started) co_return reply(replies::kBdatInProgress);
     // Relay permission comes before any look at the address: an untrusted client is refused
     // for every address form, whatever the syntax (%-hack, routes, bang paths, quoting).
-    if (relay_needs_trust(ctx_.listener.relay) && !trusted_) {
-        co_return reply(replies::kRelayDenied);
-    }
+    if (!may_relay()) co_return reply(replies::kRelayDenied);
     auto parsed = smtp::parse_rcpt_to(args, transaction_.mail.params.smtputf8, esmtp_);
     if (parsed.error) co_return reply(*parsed.error);
     if (transaction_.recipients.size() >= ctx_.listener.max_recipients) {
         // Not a client error: RFC 5321 4.5.3.1.10 expects the client to send the rest later.
         co_return reply(replies::kTooManyRecipients, false);
     }
-    const std::string& route_name = ctx_.routes.select(
-        ctx_.listener, transaction_.mail.sender.domain, parsed.value.recipient.domain);
+    // An authenticated user with a route of its own ([user.NAME] route) takes it.
+    const std::string& route_name =
+        user_options_ && !user_options_->route.empty()
+            ? user_options_->route
+            : ctx_.routes.select(ctx_.listener, transaction_.mail.sender.domain,
+                                 parsed.value.recipient.domain);
     const config::RouteConfig& route = ctx_.config.routes.at(route_name);
     if (transaction_.route && transaction_.route != &route) {
         // One transaction goes one way; the client sends the rest again (RFC 5321 4.5.3.1.10).
@@ -805,8 +959,9 @@ queue::Envelope Session::make_envelope() {
     envelope.protocol = std::string(envelope.mail_from.params.smtputf8 ? "UTF8SMTP"
                                     : esmtp_                           ? "ESMTP"
                                                                        : "SMTP");
-    // RFC 3848 / RFC 6531 3.7.3: "S" for TLS (there is no keyword for SMTP with TLS).
+    // RFC 3848 / RFC 6531 3.7.3: "S" for TLS, "A" for AUTH (none for plain SMTP).
     if (tls_ && envelope.protocol != "SMTP") envelope.protocol += "S";
+    if (!user_.empty() && envelope.protocol != "SMTP") envelope.protocol += "A";
     envelope.tls = tls_info_;
     envelope.listener = ctx_.listener.name;
     envelope.received_at = t.received_at;

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -21,9 +22,11 @@
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/queue/scheduler.hpp"
 #include "proxy/queue/spool.hpp"
+#include "proxy/server/auth_limiter.hpp"
 #include "proxy/server/connection_limits.hpp"
 #include "proxy/server/input_buffer.hpp"
 #include "proxy/server/storage_guard.hpp"
+#include "proxy/server/user_db.hpp"
 #include "proxy/smtp/command.hpp"
 #include "proxy/smtp/data_reader.hpp"
 #include "proxy/smtp/esmtp_params.hpp"
@@ -45,6 +48,17 @@ struct ListenerTls {
     std::atomic<std::shared_ptr<asio::ssl::context>> current;
 };
 
+// AUTH for every listener: the users (SIGHUP replaces them), the failure counts, and a thread
+// for the deliberately slow password hashes, off the I/O threads.
+struct AuthContext {
+    explicit AuthContext(const config::AuthConfig& c)
+        : config(c), limiter(c.max_failures, c.failure_window, c.lockout) {}
+    const config::AuthConfig& config;
+    std::atomic<std::shared_ptr<const UserDb>> users;
+    AuthLimiter limiter;
+    asio::thread_pool hashing{1};
+};
+
 struct ListenerContext {
     const config::Config& config;
     const config::ListenerConfig& listener;
@@ -57,6 +71,7 @@ struct ListenerContext {
     queue::Scheduler* scheduler;
     const StorageGuard* storage;  // the free-space floor
     ListenerTls* tls;             // the listener's certificate (null without tls)
+    AuthContext* auth;            // null without [auth]
 };
 
 class Session;
@@ -129,6 +144,13 @@ class Session {
     // False (and the session closing) when it fails.
     asio::awaitable<bool> start_tls();
     void on_starttls(std::string_view args);
+    asio::awaitable<void> on_auth(std::string_view args);
+    // One step of an AUTH exchange: "334 challenge", then the client's line. False when the
+    // session ends or the line is unusable (the reply is given).
+    asio::awaitable<bool> auth_exchange(std::string_view challenge, std::string& response);
+    bool auth_offered() const { return ctx_.auth && (tls_ || ctx_.listener.allow_plaintext_auth); }
+    // The relay policy of the listener, for this client as it stands.
+    bool may_relay() const;
     asio::awaitable<void> process_buffered();
     asio::awaitable<void> dispatch(const std::string& line);
 
@@ -192,6 +214,8 @@ class Session {
     smtp::Verb current_verb_ = smtp::Verb::kUnknown;
 
     std::string helo_;
+    std::string user_;  // authenticated as (empty: not)
+    const config::UserConfig* user_options_ = nullptr;
     bool greeted_ = false;
     bool esmtp_ = false;
     Transaction transaction_;

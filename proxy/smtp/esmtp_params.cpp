@@ -164,6 +164,13 @@ Parsed<MailFrom> parse_mail_from(std::string_view args, uint64_t max_size, bool 
                 return result;
             }
             mp.envid = std::string(p.value);
+        } else if (p.keyword == "AUTH") {
+            // RFC 4954 5: the submitter's identity as xtext, or "<>". Checked, then not used:
+            // postern does not pass a client's claim on (an upstream sees AUTH=<> or nothing).
+            if (!p.has_value || (p.value != "<>" && !is_valid_xtext(p.value))) {
+                result.error = replies::kBadAuthParam;
+                return result;
+            }
         } else {
             result.error = replies::kUnknownParameter;
             return result;

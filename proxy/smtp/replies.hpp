@@ -23,6 +23,23 @@ inline const Reply kTlsNotOffered{502, "5.5.1", "Error: STARTTLS is not offered 
 inline const Reply kStarttlsArgs{501, "5.5.4", "Syntax: STARTTLS (no parameters)"};
 inline const Reply kStarttlsInTransaction{503, "5.5.1", "Error: MAIL transaction in progress"};
 inline const Reply kTlsRequired{530, "5.7.0", "Must issue a STARTTLS command first"};
+// AUTH (RFC 4954).
+inline const Reply kAuthOk{235, "2.7.0", "Authentication successful"};
+inline const Reply kAuthFailed{535, "5.7.8", "Authentication credentials invalid"};
+inline const Reply kAuthCancelled{501, "5.0.0", "Authentication cancelled"};
+inline const Reply kAuthBadResponse{501, "5.5.2", "Cannot decode the AUTH response"};
+inline const Reply kAuthSyntax{501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"};
+inline const Reply kAuthUnknownMechanism{504, "5.5.4",
+                                         "Unrecognized authentication type (PLAIN, LOGIN)"};
+inline const Reply kAuthAlready{503, "5.5.1", "Error: already authenticated"};
+inline const Reply kAuthInTransaction{503, "5.5.1",
+                                      "Error: AUTH not permitted during a mail transaction"};
+inline const Reply kAuthNeedsTls{538, "5.7.11",
+                                 "Encryption required for requested authentication mechanism"};
+inline const Reply kAuthLockout{421, "4.7.0",
+                                "Too many failed authentications from your address; try later"};
+inline const Reply kAuthLineTooLong{500, "5.5.6", "AUTH response too long"};
+inline const Reply kBadAuthParam{501, "5.5.4", "Bad AUTH= parameter (xtext or <>)"};
 inline const Reply kUnknownCommand{500, "5.5.2", "Error: command not recognized"};
 inline const Reply kLineTooLong{500, "5.5.6", "Error: command line too long"};
 inline const Reply kBadCommandOctets{500, "5.5.2",

@@ -143,7 +143,7 @@ format = "json"
 name = "submission"
 address = "[::1]:587"
 trusted_networks = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]
-relay = "trusted_or_authenticated"
+relay = "trusted"
 max_message_size = "50MiB"
 max_recipients = 500
 max_connections = 20
@@ -186,7 +186,7 @@ outbox = "out"
     EXPECT_EQ(l.address.to_string(), "[::1]:587");
     ASSERT_EQ(l.trusted_networks.size(), 3u);
     EXPECT_EQ(l.trusted_networks[2].to_string(), "192.0.2.1/32");
-    EXPECT_EQ(l.relay, RelayPolicy::kTrustedOrAuthenticated);
+    EXPECT_EQ(l.relay, RelayPolicy::kTrusted);
     EXPECT_EQ(l.max_message_size, 50ull * 1024 * 1024);
     EXPECT_EQ(l.max_recipients, 500u);
     EXPECT_EQ(l.max_connections, 20u);
@@ -558,7 +558,7 @@ TEST(ConfigLoader, CommandTimeoutBelowFiveMinutesIsAWarning) {
     EXPECT_EQ(r.config.listeners.at(0).command_timeout, 30s) << "the value is still used";
 }
 
-TEST(ConfigLoader, UnimplementedChoicesWarn) {
+TEST(ConfigLoader, RelayByAuthenticationNeedsAuth) {
     auto r = load(R"(
 [[listener]]
 address = "127.0.0.1:2525"
@@ -566,10 +566,49 @@ relay = "authenticated"
 [route.default]
 outbox = "out"
 )");
+    expect_error(r, "listener[0].relay", 4, "needs [auth] with users_file");
+}
+
+TEST(ConfigLoader, AuthAndUsers) {
+    const std::string users = testing::TempDir() + "/postern-users";
+    {
+        std::ofstream f(users);
+        f << "# apps\napp:$y$j9T$abcdefghijklmnop$0123456789012345678901234567890123456789012\n";
+    }
+    auto r = load(std::string(R"(
+[[listener]]
+address = "127.0.0.1:2525"
+relay = "trusted_or_authenticated"
+[route.default]
+outbox = "out"
+[auth]
+users_file = ")") +
+                  users + R"("
+max_failures = 3
+failure_window = "1m"
+lockout = "2m"
+failure_delay = "0s"
+[user.app]
+allowed_senders = ["app@example.com", "@example.org", "@.example.net", "<>"]
+route = "default"
+quota_class = "small"
+[user.ghost]
+allowed_senders = "ghost@example.com"
+)");
     ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config.auth.max_failures, 3u);
+    EXPECT_EQ(r.config.auth.failure_delay.count(), 0);
+    EXPECT_EQ(r.config.users.at("app").allowed_senders.size(), 4u);
+    EXPECT_EQ(r.config.users.at("app").quota_class, "small");
     ASSERT_EQ(r.issues.size(), 1u) << dump(r);
-    EXPECT_EQ(r.issues[0].key, "listener[0].relay");
-    EXPECT_NE(r.issues[0].message.find("530"), std::string::npos);
+    EXPECT_EQ(r.issues[0].key, "user.ghost");
+    EXPECT_NE(r.issues[0].message.find("not in the users file"), std::string::npos);
+
+    r = load(std::string(kMinimal) + "[auth]\nusers_file = \"/nonexistent/users\"\n");
+    expect_error(r, "auth.users_file", 7, "cannot read the users file");
+    r = load(std::string(kMinimal) + "[user.x]\nallowed_senders = [\"not an address\"]\n");
+    expect_error(r, "user.x.allowed_senders", 7, "is not an address");
+    expect_error(r, "user", 6, "need [auth]");
 }
 
 TEST(ConfigLoader, DurationsAreCapped) {

@@ -301,9 +301,16 @@ TEST(MailFrom, DuplicateParameters) {
     EXPECT_NE(r.error->text.find("Duplicate"), std::string::npos) << r.error->text;
 }
 
+TEST(MailFrom, AuthParameterIsCheckedAndAccepted) {
+    // RFC 4954 5: xtext or "<>"; postern does not pass a client's claim on.
+    EXPECT_FALSE(mail("FROM:<a@b.example> AUTH=<>").error);
+    EXPECT_FALSE(mail("FROM:<a@b.example> AUTH=app+2Bone@example.com").error);
+    EXPECT_REPLY(mail("FROM:<a@b.example> AUTH"), 501, "5.5.4");
+    EXPECT_REPLY(mail("FROM:<a@b.example> AUTH=a+zz"), 501, "5.5.4");
+}
+
 TEST(MailFrom, UnknownParameter) {
     EXPECT_REPLY(mail("FROM:<a@b.example> FOO=bar"), 555, "5.5.4");
-    EXPECT_REPLY(mail("FROM:<a@b.example> AUTH=<>"), 555, "5.5.4");
     EXPECT_REPLY(mail("FROM:<a@b.example> XYZ"), 555, "5.5.4");
     // RCPT-only parameters are unknown to MAIL.
     EXPECT_REPLY(mail("FROM:<a@b.example> NOTIFY=NEVER"), 555, "5.5.4");
