@@ -1,4 +1,7 @@
 // The postern command line: serve, check-config, queue, version.
+#include <termios.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -9,6 +12,7 @@
 #include "proxy/config/config_loader.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/server/server.hpp"
+#include "proxy/server/user_db.hpp"
 
 namespace {
 
@@ -21,6 +25,7 @@ constexpr const char* kUsage =
     "  serve         run the relay\n"
     "  check-config  validate the configuration and exit\n"
     "  queue         list and manage the durable queue of the running server\n"
+    "  passwd        print a password hash for the [auth] users file\n"
     "  version       print the version\n"
     "\n"
     "Run 'postern <command> --help' for the options of a command.\n";
@@ -39,6 +44,11 @@ void print_command_help(const std::string& command) {
                      "and exits 0.\n\n"
                      "  --config FILE  configuration file (default "
                   << kDefaultConfig << ")\n";
+    } else if (command == "passwd") {
+        std::cout << "usage: postern passwd\n\n"
+                     "Reads a password (twice, without echo, from a terminal; else one line\n"
+                     "from standard input) and prints its yescrypt hash, for a line\n"
+                     "NAME:HASH of the users file ([auth] users_file).\n";
     } else if (command == "queue") {
         std::cout << postern::admin::kQueueUsage;
     } else {
@@ -69,6 +79,50 @@ std::optional<postern::config::Config> load(const std::string& path, bool admin_
     return std::move(result.config);
 }
 
+// One line from standard input, without echo when it is a terminal.
+std::optional<std::string> read_secret(const char* prompt, bool tty) {
+    termios saved{};
+    if (tty) {
+        std::cerr << prompt << std::flush;
+        ::tcgetattr(STDIN_FILENO, &saved);
+        termios quiet = saved;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    std::string line;
+    const bool ok = static_cast<bool>(std::getline(std::cin, line));
+    if (tty) {
+        ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+        std::cerr << "\n";
+    }
+    if (!ok) return std::nullopt;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return line;
+}
+
+int passwd() {
+    const bool tty = ::isatty(STDIN_FILENO) != 0;
+    auto first = read_secret("Password: ", tty);
+    if (!first || first->empty()) {
+        std::cerr << "postern passwd: no password given\n";
+        return 1;
+    }
+    if (tty) {
+        auto again = read_secret("Again: ", tty);
+        if (!again || *again != *first) {
+            std::cerr << "postern passwd: the passwords differ\n";
+            return 1;
+        }
+    }
+    const std::string hash = postern::server::hash_password(*first);
+    if (hash.empty()) {
+        std::cerr << "postern passwd: libxcrypt could not make a yescrypt hash\n";
+        return 1;
+    }
+    std::cout << hash << "\n";
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -79,7 +133,7 @@ int main(int argc, char** argv) {
     }
     const std::string command = args[0];
     if (command != "serve" && command != "check-config" && command != "queue" &&
-        command != "version") {
+        command != "passwd" && command != "version") {
         std::cerr << "postern: unknown command '" << command << "'\n\n" << kUsage;
         return 2;
     }
@@ -89,6 +143,11 @@ int main(int argc, char** argv) {
         if (args[i] == "--help" || args[i] == "-h") {
             print_command_help(command);
             return 0;
+        }
+        if (command == "passwd") {
+            std::cerr << "postern passwd: unexpected argument '" << args[i] << "'\n";
+            print_command_help(command);
+            return 2;
         }
         if (command != "version" && args[i] == "--config" && i + 1 < args.size()) {
             config_path = args[++i];
@@ -107,6 +166,7 @@ int main(int argc, char** argv) {
         std::cout << "postern " << POSTERN_VERSION << "\n";
         return 0;
     }
+    if (command == "passwd") return passwd();
     auto config = load(config_path, command == "queue");
     if (!config) {
         std::cerr << config_path << ": configuration has errors\n";

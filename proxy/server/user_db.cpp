@@ -115,6 +115,15 @@ bool UserDb::verify(const User* user, const std::string& password) const {
     return crypt_matches(user->hash, password);
 }
 
+std::string hash_password(const std::string& password) {
+    char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+    if (!crypt_gensalt_rn("$y$", 0, nullptr, 0, setting, sizeof setting)) return {};
+    crypt_data data{};
+    const char* hash = crypt_r(password.c_str(), setting, &data);
+    if (!hash || hash[0] == '*') return {};
+    return hash;
+}
+
 bool sender_allowed(const std::vector<std::string>& allowed, const smtp::Address& sender) {
     if (allowed.empty()) return true;
     const std::string domain = lower(sender.domain);

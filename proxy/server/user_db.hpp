@@ -49,6 +49,10 @@ class UserDb {
     std::string dummy_hash_;
 };
 
+// A yescrypt hash of `password` with a fresh random salt, for the users file (`postern passwd`);
+// empty when libxcrypt cannot make one.
+std::string hash_password(const std::string& password);
+
 // Whether `sender` is one of `allowed` ("a@example.com" exactly, the domain of "@example.com",
 // the subdomains of "@.example.com", "<>" for the null sender). Domains and local parts
 // compare without regard to case. An empty list allows any sender.

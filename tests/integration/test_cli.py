@@ -48,6 +48,31 @@ class CliTest(unittest.TestCase):
         if version:
             self.assertEqual(out.stdout, f"postern {version}\n")
 
+    def test_passwd_prints_a_yescrypt_hash(self):
+        """`postern passwd` reads one line from a non-terminal stdin and prints its yescrypt
+        hash with a fresh salt; the hash verifies with the system's crypt(3)."""
+        hashes = []
+        for _ in range(2):
+            out = subprocess.run([BINARY, "passwd"], input="s3cret pass:word\n",
+                                 capture_output=True, text=True, timeout=20)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertRegex(out.stdout, r"^\$y\$[./0-9A-Za-z$]+\n$")
+            hashes.append(out.stdout.strip())
+        self.assertNotEqual(hashes[0], hashes[1], "the same salt twice")
+        import ctypes
+        import ctypes.util
+        libcrypt = ctypes.CDLL(ctypes.util.find_library("crypt"))
+        libcrypt.crypt.restype = ctypes.c_char_p
+        for h in hashes:
+            self.assertEqual(libcrypt.crypt(b"s3cret pass:word", h.encode()), h.encode())
+            self.assertNotEqual(libcrypt.crypt(b"wrong", h.encode()), h.encode())
+        empty = subprocess.run([BINARY, "passwd"], input="", capture_output=True, text=True,
+                               timeout=20)
+        self.assertEqual(empty.returncode, 1)
+        self.assertIn("no password given", empty.stderr)
+        extra = run("passwd", "alice")
+        self.assertEqual(extra.returncode, 2)
+
     def test_help(self):
         for args in (["--help"], ["-h"], ["help"]):
             with self.subTest(args=args):
