@@ -56,6 +56,8 @@ struct ListenerConfig {
     unsigned max_errors = 20;
     smtp::BareLineEndPolicy bare_lf = smtp::BareLineEndPolicy::kReject;
     bool allow_plaintext_auth = false;  // AUTH without TLS (loopback test set-ups only)
+    // An authenticated user's header From: must be among its allowed_senders too.
+    bool check_header_from = false;
     ListenerTls tls = ListenerTls::kNone;
     std::string certificate;      // PEM: the server certificate, then its chain
     std::string private_key;      // PEM

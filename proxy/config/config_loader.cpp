@@ -383,6 +383,7 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                   "max_errors",
                   "bare_lf",
                   "allow_plaintext_auth",
+                  "check_header_from",
                   "tls",
                   "certificate",
                   "private_key",
@@ -451,6 +452,13 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                "below the 10 minutes RFC 5321 4.5.3.2.6 recommends");
     }
     w.get_uint(t, "max_errors", path, l.max_errors, 1, 100000);
+    if (const toml::node* n = t.get("check_header_from")) {
+        if (auto b = n->value<bool>(); b && n->is_boolean()) {
+            l.check_header_from = *b;
+        } else {
+            w.error(n->source(), path + ".check_header_from", "expected true or false");
+        }
+    }
     if (const toml::node* n = t.get("allow_plaintext_auth")) {
         if (auto b = n->value<bool>(); b && n->is_boolean()) {
             l.allow_plaintext_auth = *b;

@@ -18,6 +18,7 @@
 #include "proxy/server/received_header.hpp"
 #include "proxy/smtp/address.hpp"
 #include "proxy/smtp/command.hpp"
+#include "proxy/smtp/header_from.hpp"
 #include "proxy/smtp/replies.hpp"
 #include "proxy/smtp/sasl.hpp"
 
@@ -968,9 +969,51 @@ queue::Envelope Session::make_envelope() {
     return envelope;
 }
 
+std::optional<smtp::Reply> Session::header_from_refusal(std::string_view message) const {
+    if (!ctx_.listener.check_header_from || !user_options_ ||
+        user_options_->allowed_senders.empty()) {
+        return std::nullopt;
+    }
+    auto addresses = smtp::header_from_addresses(message);
+    if (!addresses) {
+        return smtp::Reply{550, "5.7.1", "Message needs exactly one From: header with an address"};
+    }
+    for (const std::string& a : *addresses) {
+        smtp::PathOptions options;
+        smtp::PathParse parsed = smtp::parse_path("<" + a + ">", options);
+        const bool owned = parsed.error == smtp::AddressError::kNone &&
+                           parsed.consumed == a.size() + 2 &&
+                           sender_allowed(user_options_->allowed_senders, parsed.address);
+        if (!owned) {
+            std::string shown = a.substr(0, 200);
+            for (char& c : shown) {
+                if (static_cast<unsigned char>(c) < 0x20) c = '?';
+            }
+            return smtp::Reply{550, "5.7.1",
+                               "Header From: <" + shown + "> is not owned by user " + user_};
+        }
+    }
+    return std::nullopt;
+}
+
 asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& reader) {
     if (auto refusal = content_refusal(reader.flags(), ctx_.listener.bare_lf)) {
         reply(*refusal);
+        reset_transaction();
+        co_return;
+    }
+    // Streamed upstream already (passthrough): judged on the first piece; else on the whole.
+    auto header_refusal =
+        transaction_.stream_started ? transaction_.header_refusal : header_from_refusal(body_);
+    if (header_refusal) {
+        if (transaction_.upstream) {
+            // An unfinished DATA is never delivered: closing tells the upstream to drop it.
+            transaction_.upstream->close();
+            transaction_.upstream.release();
+        }
+        log(LogLevel::kInfo, "header_from_refused",
+            {{"conn", id_}, {"client", client_text_}, {"user", user_}});
+        reply(*header_refusal);
         reset_transaction();
         co_return;
     }
@@ -1010,6 +1053,13 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
         body_.clear();
     };
     if (!t.stream_started) {
+        t.header_refusal = header_from_refusal(body_);
+        if (t.header_refusal) {
+            t.upstream->close();  // refused at the end of data; nothing goes upstream
+            t.upstream.release();
+            body_.clear();
+            co_return;
+        }
         t.stream_started = true;
         queue::Envelope envelope = make_envelope();
         upstream::ClientReply r = co_await t.upstream->start_message(

@@ -130,6 +130,8 @@ class Session {
         // when it refused the message before its end.
         bool stream_started = false;
         std::optional<smtp::ServerReply> upstream_final;
+        // check_header_from, judged on the header section before it was streamed upstream.
+        std::optional<smtp::Reply> header_refusal;
         // Given once, when the message is first needed (stream start or end of data).
         std::string queue_id;
         std::chrono::system_clock::time_point received_at;
@@ -173,6 +175,8 @@ class Session {
     // a big message is never whole in memory.
     asio::awaitable<void> stream_body(const smtp::DataReader& reader);
     queue::Envelope make_envelope();
+    // check_header_from: a refusal when the From: field names an address the user does not own.
+    std::optional<smtp::Reply> header_from_refusal(std::string_view message) const;
     // Ends the session on a read that brought no data; returns false when it did.
     bool handle_read_failure(ReadOutcome outcome);
 
