@@ -63,6 +63,9 @@ struct ListenerConfig {
     std::string private_key;      // PEM
     std::string min_tls_version;  // "1.2" (the default) or "1.3"
     std::string ciphers;          // OpenSSL cipher list for TLS 1.2; empty: OpenSSL's default
+    // PEM CA certificates: a client certificate they verify authenticates the client as the
+    // user named by its subject's CN.
+    std::string client_ca;
     std::chrono::milliseconds tls_handshake_timeout{std::chrono::seconds(30)};
 };
 

@@ -339,10 +339,11 @@ void read_listener_tls(Walker& w, const toml::table& t, const std::string& path,
             "\"" + l.min_tls_version + "\" is not one of 1.2 | 1.3 (older versions are unsafe)");
     }
     w.get_string(t, "ciphers", path, l.ciphers);
+    w.get_string(t, "client_ca", path, l.client_ca);
     w.get_duration(t, "tls_handshake_timeout", path, l.tls_handshake_timeout);
     if (l.tls == ListenerTls::kNone) {
         for (std::string_view key : {"certificate", "private_key", "min_tls_version", "ciphers",
-                                     "tls_handshake_timeout"}) {
+                                     "client_ca", "tls_handshake_timeout"}) {
             if (t.get(key)) {
                 w.warn(t.get(key)->source(), Walker::join(path, key),
                        "not used: the listener has no tls (\"starttls\", \"starttls_required\" "
@@ -362,6 +363,7 @@ void read_listener_tls(Walker& w, const toml::table& t, const std::string& path,
         if (problem.find("private key") != std::string::npos) where = t.get("private_key");
         if (problem.find("cipher") != std::string::npos && t.get("ciphers"))
             where = t.get("ciphers");
+        if (problem.find("client CA") != std::string::npos) where = t.get("client_ca");
         w.error(where->source(), path + ".tls", problem);
     }
 }
@@ -389,6 +391,7 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                   "private_key",
                   "min_tls_version",
                   "ciphers",
+                  "client_ca",
                   "tls_handshake_timeout"});
     w.get_string(t, "name", path, l.name);
     std::string address;
@@ -849,7 +852,9 @@ LoadResult walk(const toml::table& root, const std::string& name) {
         } else {
             for (const auto& [name, u] : c.users) {
                 if (db->find(name)) continue;
-                w.warn(root.at_path("user." + name).node()->source(), "user." + name,
+                // Not at_path(): a user name may hold dots ("app.example").
+                const toml::node* where = root.get("user")->as_table()->get(name);
+                w.warn(where->source(), "user." + name,
                        "\"" + name + "\" is not in the users file: nobody can log in as it");
             }
         }

@@ -63,6 +63,24 @@ SslCtxPtr make_server_tls_context(const ListenerConfig& l, std::string& error) {
         error = "no usable cipher in \"" + l.ciphers + "\": " + openssl_reason();
         return nullptr;
     }
+    if (!l.client_ca.empty()) {
+        if (::access(l.client_ca.c_str(), R_OK) != 0) {
+            error =
+                "cannot read the client CA file \"" + l.client_ca + "\": " + std::strerror(errno);
+            return nullptr;
+        }
+        STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(l.client_ca.c_str());
+        if (!names || SSL_CTX_load_verify_locations(ctx.get(), l.client_ca.c_str(), nullptr) != 1) {
+            if (names) sk_X509_NAME_pop_free(names, X509_NAME_free);
+            error = "no CA certificate in the client CA file \"" + l.client_ca +
+                    "\": " + openssl_reason();
+            return nullptr;
+        }
+        SSL_CTX_set_client_CA_list(ctx.get(), names);
+        // A certificate is asked for, never required; one that does not verify only leaves
+        // the client unauthenticated (the session checks the result after the handshake).
+        SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+    }
     // Sessions resume across connections of one process (the cache is per context).
     SSL_CTX_set_session_id_context(ctx.get(), reinterpret_cast<const unsigned char*>("postern"), 7);
     return ctx;

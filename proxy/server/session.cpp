@@ -4,6 +4,7 @@
 #include "proxy/server/session.hpp"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -516,7 +517,33 @@ asio::awaitable<bool> Session::start_tls() {
     user_options_ = nullptr;
     greeted_ = false;
     esmtp_ = false;
+    if (!ctx_.listener.client_ca.empty()) authenticate_certificate(ssl);
     co_return true;
+}
+
+void Session::authenticate_certificate(SSL* ssl) {
+    X509* peer = SSL_get0_peer_certificate(ssl);
+    if (!peer) return;  // none offered: the client may still AUTH
+    const long verified = SSL_get_verify_result(ssl);
+    auto refuse = [&](const std::string& reason) {
+        log(LogLevel::kWarn, "tls_client_refused",
+            {{"conn", id_}, {"client", client_text_}, {"reason", reason}});
+    };
+    if (verified != X509_V_OK) return refuse(X509_verify_cert_error_string(verified));
+    char cn[256];
+    const int n =
+        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof cn);
+    if (n <= 0) return refuse("the certificate's subject has no CN");
+    const std::string name(cn, static_cast<size_t>(n));
+    auto users = ctx_.auth ? ctx_.auth->users.load() : nullptr;
+    auto options = ctx_.config.users.find(name);
+    if (!(users && users->find(name)) && options == ctx_.config.users.end()) {
+        return refuse("CN \"" + printable(name) + "\" is not a user ([user.NAME] or users_file)");
+    }
+    user_ = name;
+    user_options_ = options == ctx_.config.users.end() ? nullptr : &options->second;
+    log(LogLevel::kInfo, "auth",
+        {{"conn", id_}, {"client", client_text_}, {"user", user_}, {"mechanism", "certificate"}});
 }
 
 bool Session::may_relay() const {

@@ -147,6 +147,8 @@ class Session {
     asio::awaitable<bool> start_tls();
     void on_starttls(std::string_view args);
     asio::awaitable<void> on_auth(std::string_view args);
+    // client_ca: a verified client certificate whose CN names a user authenticates as it.
+    void authenticate_certificate(SSL* ssl);
     // One step of an AUTH exchange: "334 challenge", then the client's line. False when the
     // session ends or the line is unusable (the reply is given).
     asio::awaitable<bool> auth_exchange(std::string_view challenge, std::string& response);

@@ -1,0 +1,105 @@
+"""client_ca: a client certificate verified by the listener's client CA authenticates the client
+as the user its subject's CN names (a [user.NAME] table or a users_file entry), with that
+user's allowed_senders; a missing, unverifiable or unknown certificate leaves the client
+unauthenticated (event=tls_client_refused for the latter two), and AUTH still works."""
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import unittest
+
+from harness import BINARY, Postern, wait_for
+from upstreams import make_pki
+
+
+class ClientCertificateTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="postern-client-cert-")
+        cls.pki = make_pki(os.path.join(cls.tmp, "pki"))
+        hashed = subprocess.run([BINARY, "passwd"], input="pw\n", capture_output=True,
+                                text=True, check=True).stdout.strip()
+        cls.users = os.path.join(cls.tmp, "users")
+        with open(cls.users, "w") as f:
+            f.write(f"someone:{hashed}\n")
+        cls.p = Postern(listener={"tls": "starttls", "certificate": cls.pki.localhost.cert,
+                                  "private_key": cls.pki.localhost.key,
+                                  "client_ca": cls.pki.ca_file, "relay": "authenticated",
+                                  "trusted_networks": []},
+                        extra_toml=f'[auth]\nusers_file = "{cls.users}"\nfailure_delay = "0s"\n'
+                                   '[user."postern.test"]\nallowed_senders = ["@example.com"]\n')
+        cls.p.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.cleanup()
+        shutil.rmtree(cls.tmp, True)
+
+    def session(self, cert=None):
+        """EHLO, STARTTLS (presenting `cert`, a leaf of make_pki), EHLO: a file-like pair."""
+        raw = socket.create_connection(("127.0.0.1", self.p.port), timeout=10)
+        f = raw.makefile("rb")
+
+        def reply(stream):
+            lines = []
+            while True:
+                line = stream.readline()
+                lines.append(line)
+                if line[3:4] != b"-":
+                    return lines
+
+        reply(f)
+        raw.sendall(b"EHLO client.test\r\n")
+        reply(f)
+        raw.sendall(b"STARTTLS\r\n")
+        self.assertTrue(reply(f)[0].startswith(b"220"))
+        ctx = ssl._create_unverified_context()
+        if cert:
+            ctx.load_cert_chain(cert.cert, cert.key)
+        tls = ctx.wrap_socket(raw, server_hostname="localhost")
+        self.addCleanup(tls.close)
+        tf = tls.makefile("rb")
+
+        def cmd(line):
+            tls.sendall(line.encode() + b"\r\n")
+            return reply(tf)
+
+        ehlo = b"".join(cmd("EHLO client.test"))
+        return cmd, ehlo
+
+    def test_verified_certificate_authenticates_as_its_cn(self):
+        cmd, ehlo = self.session(self.pki.client)
+        self.assertNotIn(b"AUTH PLAIN", ehlo, "AUTH is not offered once authenticated")
+        self.assertTrue(cmd("MAIL FROM:<app@example.org>")[0].startswith(b"553 5.7.1"))
+        self.assertTrue(cmd("MAIL FROM:<app@example.com>")[0].startswith(b"250"))
+        self.assertTrue(cmd("RCPT TO:<someone@example.net>")[0].startswith(b"250"))
+        self.assertTrue(cmd("DATA")[0].startswith(b"354"))
+        self.assertTrue(cmd("Subject: cert\r\n\r\nhi\r\n.")[0].startswith(b"250"))
+        self.assertTrue(wait_for(lambda: 'user=postern.test mechanism=certificate'
+                                 in self.p.log()), self.p.log())
+        [m] = [m for m in self.p.messages().values() if b"Subject: cert" in m[0]]
+        self.assertIn(b"with ESMTPSA", m[0])
+
+    def test_no_or_untrusted_certificate_stays_unauthenticated(self):
+        for cert in (None, self.pki.other_ca_leaf):
+            cmd, ehlo = self.session(cert)
+            self.assertIn(b"AUTH PLAIN LOGIN", ehlo)
+            self.assertTrue(cmd("MAIL FROM:<app@example.com>")[0].startswith(b"530 5.7.0"))
+        self.assertIn("event=tls_client_refused", self.p.log())
+
+    def test_check_config_needs_a_readable_client_ca(self):
+        p = Postern(listener={"tls": "starttls", "certificate": self.pki.localhost.cert,
+                              "private_key": self.pki.localhost.key,
+                              "client_ca": os.path.join(self.tmp, "absent.pem")})
+        self.addCleanup(shutil.rmtree, p.dir, True)
+        out = subprocess.run([BINARY, "check-config", "--config", p.config_path],
+                             capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("cannot read the client CA file", out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
