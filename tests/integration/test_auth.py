@@ -651,10 +651,20 @@ class StarttlsAuthTest(AuthCase):
         c.send("AGFsaWNlAHB3\n")
         self.assertEqual(c.reply()[:2], BAD_RESPONSE)
         self.alive(c)
-        # An AUTH command line over 512 octets (initial response included).
-        code, text = self.reply2(c, "AUTH PLAIN " + "QUFB" * 150)
-        self.assertEqual((code, text[:5]), (500, "5.5.6"))
-        self.alive(c)
+        # An AUTH command line over 512 octets (initial response included), and one over the
+        # longest line any command may have: 500 5.5.6, and the credentials are not logged
+        # (tearDown looks for the blobs).
+        for pad in (450, 900):
+            blob = plain_blob("alice", PASSWORDS["alice"][1] + "x" * pad)
+            code, text = self.reply2(c, "AUTH PLAIN " + blob)
+            self.assertEqual((code, text[:5]), (500, "5.5.6"), pad)
+            self.alive(c)
+        # AUTH command lines with a bare LF, a bare CR or a NUL: refused, not logged either.
+        for line in ("AUTH PLAIN {}\n", "auth plain {}\r\r\n", "AUTH PLAIN {}\0\r\n"):
+            c.send(line.format(plain_blob("alice", PASSWORDS["alice"][1])))
+            code, text, _ = c.reply()
+            self.assertEqual(code, 500, repr(line))
+            self.alive(c)
         self.assertEqual(self.login(c, "alice"), OK_AUTH)
 
     def test_client_gone_at_a_prompt(self):

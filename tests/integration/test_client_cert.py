@@ -90,6 +90,33 @@ class ClientCertificateTest(unittest.TestCase):
             self.assertTrue(cmd("MAIL FROM:<app@example.com>")[0].startswith(b"530 5.7.0"))
         self.assertIn("event=tls_client_refused", self.p.log())
 
+    def test_header_from_must_be_owned_too(self):
+        """check_header_from on another listener: the From: field of an authenticated user's
+        message must name only addresses it owns (550 5.7.1 at the end of data, nothing
+        stored); a message from an owned address passes."""
+        p = Postern(listener={"tls": "starttls", "certificate": self.pki.localhost.cert,
+                              "private_key": self.pki.localhost.key,
+                              "client_ca": self.pki.ca_file, "relay": "authenticated",
+                              "trusted_networks": [], "check_header_from": True},
+                    extra_toml=f'[auth]\nusers_file = "{self.users}"\n'
+                               '[user."postern.test"]\nallowed_senders = ["@example.com"]\n')
+        p.start()
+        self.addCleanup(p.cleanup)
+        saved, self.p = self.p, p
+        self.addCleanup(setattr, self, "p", saved)
+        cmd, _ = self.session(self.pki.client)
+        for header, code in [(b"From: Boss <ceo@example.org>", b"550 5.7.1"),
+                             (b"From: app@example.com, ceo@example.org", b"550 5.7.1"),
+                             (b"Subject: no from", b"550 5.7.1"),
+                             (b"From: App (ceo@example.org) <app@example.com>", b"250")]:
+            self.assertTrue(cmd("MAIL FROM:<app@example.com>")[0].startswith(b"250"))
+            self.assertTrue(cmd("RCPT TO:<someone@example.net>")[0].startswith(b"250"))
+            self.assertTrue(cmd("DATA")[0].startswith(b"354"))
+            r = cmd(header.decode() + "\r\nX-Case: 1\r\n\r\nhi\r\n.")[0]
+            self.assertTrue(r.startswith(code), (header, r))
+        self.assertEqual(len(p.messages()), 1)
+        self.assertIn("event=header_from_refused", p.log())
+
     def test_check_config_needs_a_readable_client_ca(self):
         p = Postern(listener={"tls": "starttls", "certificate": self.pki.localhost.cert,
                               "private_key": self.pki.localhost.key,
