@@ -94,6 +94,19 @@ class Walker {
         return false;
     }
 
+    // True when the key is there and is true or false (then in `out`).
+    bool get_bool(const toml::table& t, std::string_view key, const std::string& path,
+                  bool& out) {
+        const toml::node* node = t.get(key);
+        if (!node) return false;
+        if (auto b = node->value<bool>(); b && node->is_boolean()) {
+            out = *b;
+            return true;
+        }
+        error(node->source(), join(path, key), "expected true or false");
+        return false;
+    }
+
     bool get_uint(const toml::table& t, std::string_view key, const std::string& path,
                   unsigned& out, unsigned min, unsigned max) {
         const toml::node* node = t.get(key);
@@ -455,23 +468,11 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                "below the 10 minutes RFC 5321 4.5.3.2.6 recommends");
     }
     w.get_uint(t, "max_errors", path, l.max_errors, 1, 100000);
-    if (const toml::node* n = t.get("check_header_from")) {
-        if (auto b = n->value<bool>(); b && n->is_boolean()) {
-            l.check_header_from = *b;
-        } else {
-            w.error(n->source(), path + ".check_header_from", "expected true or false");
-        }
-    }
-    if (const toml::node* n = t.get("allow_plaintext_auth")) {
-        if (auto b = n->value<bool>(); b && n->is_boolean()) {
-            l.allow_plaintext_auth = *b;
-            if (*b) {
-                w.warn(n->source(), path + ".allow_plaintext_auth",
-                       "passwords may cross the network in clear: for loopback tests only");
-            }
-        } else {
-            w.error(n->source(), path + ".allow_plaintext_auth", "expected true or false");
-        }
+    w.get_bool(t, "check_header_from", path, l.check_header_from);
+    if (w.get_bool(t, "allow_plaintext_auth", path, l.allow_plaintext_auth) &&
+        l.allow_plaintext_auth) {
+        w.warn(t.get("allow_plaintext_auth")->source(), path + ".allow_plaintext_auth",
+               "passwords may cross the network in clear: for loopback tests only");
     }
     w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
                                         {{"reject", smtp::BareLineEndPolicy::kReject},
@@ -617,24 +618,12 @@ void read_upstream(Walker& w, const toml::table& t, const std::string& path, Ups
                              {"starttls_optional", UpstreamTls::kStarttlsOptional},
                              {"implicit", UpstreamTls::kImplicit},
                              {"none", UpstreamTls::kNone}});
-    if (const toml::node* n = t.get("allow_plaintext")) {
-        if (auto b = n->value<bool>(); b && n->is_boolean()) {
-            u.allow_plaintext = *b;
-        } else {
-            w.error(n->source(), path + ".allow_plaintext", "expected true or false");
-        }
-    }
-    if (const toml::node* n = t.get("verify_certificate")) {
-        if (auto b = n->value<bool>(); b && n->is_boolean()) {
-            u.verify_certificate = *b;
-            if (!*b) {
-                w.warn(n->source(), path + ".verify_certificate",
-                       "the smarthost's certificate is not checked: anyone on the path can "
-                       "read the mail and the password");
-            }
-        } else {
-            w.error(n->source(), path + ".verify_certificate", "expected true or false");
-        }
+    w.get_bool(t, "allow_plaintext", path, u.allow_plaintext);
+    if (w.get_bool(t, "verify_certificate", path, u.verify_certificate) &&
+        !u.verify_certificate) {
+        w.warn(t.get("verify_certificate")->source(), path + ".verify_certificate",
+               "the smarthost's certificate is not checked: anyone on the path can "
+               "read the mail and the password");
     }
     if (u.tls == UpstreamTls::kNone && !u.allow_plaintext) {
         w.error(t.get("tls")->source(), path + ".tls",

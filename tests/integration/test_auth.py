@@ -656,6 +656,7 @@ class StarttlsAuthTest(AuthCase):
         # (tearDown looks for the blobs).
         for pad in (450, 900):
             blob = plain_blob("alice", PASSWORDS["alice"][1] + "x" * pad)
+            self.assertGreater(len("AUTH PLAIN " + blob) + 2, 512 if pad == 450 else 1012)
             code, text = self.reply2(c, "AUTH PLAIN " + blob)
             self.assertEqual((code, text[:5]), (500, "5.5.6"), pad)
             self.alive(c)
