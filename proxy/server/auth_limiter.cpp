@@ -25,11 +25,6 @@ bool AuthLimiter::failure(const config::IpAddress& client, Clock::time_point now
     return true;
 }
 
-void AuthLimiter::success(const config::IpAddress& client) {
-    std::lock_guard lock(mutex_);
-    records_.erase(client.bytes);
-}
-
 void AuthLimiter::forget_old(Clock::time_point now) {
     // At most once a minute: records with nothing left to remember go.
     if (now - last_sweep_ < std::chrono::minutes(1)) return;

@@ -21,9 +21,9 @@ class AuthLimiter {
                 std::chrono::milliseconds lockout);
 
     bool locked(const config::IpAddress& client, Clock::time_point now);
-    // Counts a failure; true when it starts a lockout.
+    // Counts a failure; true when it starts a lockout. A success forgets nothing: with one
+    // account of its own, a client could otherwise guess at others' without end.
     bool failure(const config::IpAddress& client, Clock::time_point now);
-    void success(const config::IpAddress& client);
 
   private:
     struct Record {

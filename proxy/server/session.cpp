@@ -637,6 +637,13 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
         }
     }
     if (decoded != smtp::SaslError::kNone) co_return reply(replies::kAuthBadResponse);
+    // Again now: a lockout may have begun while this exchange waited for the client.
+    if (auth.limiter.locked(client_, std::chrono::steady_clock::now())) {
+        log(LogLevel::kWarn, "auth_refused",
+            {{"conn", id_}, {"client", client_text_}, {"reason", "locked out"}});
+        end_reason_ = "auth lockout";
+        co_return reply(replies::kAuthLockout);
+    }
 
     auto users = auth.users.load();
     const UserDb::User* user = users->find(credentials.authcid);
@@ -649,7 +656,6 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
     const bool proxying =
         !credentials.authzid.empty() && credentials.authzid != credentials.authcid;
     if (valid && !proxying) {
-        auth.limiter.success(client_);
         user_ = user->name;
         user_options_ = user->options;
         log(LogLevel::kInfo, "auth",

@@ -15,13 +15,12 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
-from harness import BINARY, QUEUED, SHARED, Postern, SmtpConn, wait_for
+from harness import BINARY, QUEUED, SHARED, Postern, wait_for
 from upstreams import client_context, log_events, make_pki
 
 PKI = None

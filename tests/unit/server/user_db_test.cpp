@@ -127,9 +127,10 @@ TEST(AuthLimiter, FailuresOutsideTheWindowDoNotCount) {
     EXPECT_FALSE(limiter.failure(ip, t0));
     EXPECT_FALSE(limiter.failure(ip, t0 + minutes(1)));
     EXPECT_FALSE(limiter.failure(ip, t0 + minutes(6)));  // the first has left the window
-    limiter.success(ip);                                 // a success forgets the rest
-    EXPECT_FALSE(limiter.failure(ip, t0 + minutes(7)));
-    EXPECT_FALSE(limiter.locked(ip, t0 + minutes(7)));
+    EXPECT_FALSE(limiter.locked(ip, t0 + minutes(6)));
+    EXPECT_FALSE(limiter.failure(ip, t0 + minutes(6) + seconds(1)));  // 1m has left too
+    EXPECT_TRUE(limiter.failure(ip, t0 + minutes(6) + seconds(2)));   // 3 within 5 minutes
+    EXPECT_TRUE(limiter.locked(ip, t0 + minutes(7)));
 }
 
 }  // namespace
