@@ -95,8 +95,7 @@ class Walker {
     }
 
     // True when the key is there and is true or false (then in `out`).
-    bool get_bool(const toml::table& t, std::string_view key, const std::string& path,
-                  bool& out) {
+    bool get_bool(const toml::table& t, std::string_view key, const std::string& path, bool& out) {
         const toml::node* node = t.get(key);
         if (!node) return false;
         if (auto b = node->value<bool>(); b && node->is_boolean()) {
@@ -619,8 +618,7 @@ void read_upstream(Walker& w, const toml::table& t, const std::string& path, Ups
                              {"implicit", UpstreamTls::kImplicit},
                              {"none", UpstreamTls::kNone}});
     w.get_bool(t, "allow_plaintext", path, u.allow_plaintext);
-    if (w.get_bool(t, "verify_certificate", path, u.verify_certificate) &&
-        !u.verify_certificate) {
+    if (w.get_bool(t, "verify_certificate", path, u.verify_certificate) && !u.verify_certificate) {
         w.warn(t.get("verify_certificate")->source(), path + ".verify_certificate",
                "the smarthost's certificate is not checked: anyone on the path can "
                "read the mail and the password");
@@ -844,7 +842,9 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                 // Not at_path(): a user name may hold dots ("app.example").
                 const toml::node* where = root.get("user")->as_table()->get(name);
                 w.warn(where->source(), "user." + name,
-                       "\"" + name + "\" is not in the users file: nobody can log in as it");
+                       "\"" + name +
+                           "\" is not in the users file: it can log in only with a client "
+                           "certificate (client_ca)");
             }
         }
     }
@@ -889,6 +889,11 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                            "passthrough into an outbox route stores the message before "
                            "replying, as queue does");
                 }
+            }
+            if (l.relay == RelayPolicy::kAuthenticated && l.tls == ListenerTls::kNone &&
+                !l.allow_plaintext_auth) {
+                w.warn(t.get("relay")->source(), path + ".relay",
+                       "nobody can authenticate here: AUTH needs tls (or allow_plaintext_auth)");
             }
             if (l.relay != RelayPolicy::kTrusted && !c.auth.enabled) {
                 const toml::node* where = t.get("relay");

@@ -30,6 +30,8 @@ SslCtxPtr make_server_tls_context(const ListenerConfig& l, std::string& error) {
         error = "cannot create a TLS context: " + openssl_reason();
         return nullptr;
     }
+    // An encrypted private key fails to load instead of prompting on the terminal.
+    SSL_CTX_set_default_passwd_cb(ctx.get(), [](char*, int, int, void*) { return 0; });
     const int min_version = l.min_tls_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
     SSL_CTX_set_min_proto_version(ctx.get(), min_version);
     // No renegotiation (a DoS vector, and nothing SMTP needs); the server picks the cipher.

@@ -484,7 +484,7 @@ int Server::run() {
     }
 
     // The first SIGTERM/SIGINT drains; a second one closes every session at once.
-    // SIGHUP (reload) is not implemented yet; caught so that it does not kill the server.
+    // SIGHUP reads the certificates and the users file again (reload_certificates).
     asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal =
         [&](const boost::system::error_code& ec, int number) {

@@ -211,8 +211,12 @@ void Session::reply(const smtp::Reply& r, bool counts_as_error) {
             {{"conn", id_},
              {"client", client_text_},
              {"cmd", smtp::verb_name(current_verb_)},
-             // AUTH carries credentials: never logged.
-             {"arg", current_verb_ == Verb::kAuth ? std::string("(not logged)") : line_},
+             // AUTH carries credentials: never logged; nor is an unknown line, which may be
+             // a credential sent without waiting for its 334 prompt.
+             {"arg", current_verb_ == Verb::kAuth ? std::string("(not logged)")
+                     : current_verb_ == Verb::kUnknown
+                         ? "(not logged: " + std::to_string(line_.size()) + " octets)"
+                         : line_},
              {"reply", text}});
     }
     if (r.code == 421) {
@@ -599,7 +603,8 @@ asio::awaitable<bool> Session::auth_exchange(std::string_view challenge, std::st
 
 asio::awaitable<void> Session::on_auth(std::string_view args) {
     if (!ctx_.auth) co_return reply(replies::kNotImplemented);
-    if (!greeted_ || !esmtp_) co_return reply(replies::kNeedHelo);
+    if (!greeted_) co_return reply(replies::kNeedHelo);
+    if (!esmtp_) co_return reply(replies::kAuthNeedsEhlo);
     if (!auth_offered()) co_return reply(replies::kAuthNeedsTls);
     if (!user_.empty()) co_return reply(replies::kAuthAlready);
     if (transaction_.active) co_return reply(replies::kAuthInTransaction);

@@ -53,11 +53,16 @@ bool parse_users(std::string_view text, std::vector<UserEntry>& out, std::string
             error = where + "the user name is empty or has blanks";
             return false;
         }
-        // "$id$...": yescrypt, sha512-crypt, bcrypt... Not DES crypt, not a clear password.
-        if (hash.size() < 4 || hash[0] != '$' || hash.find('$', 1) == std::string_view::npos ||
-            hash.find_first_of(" \t:") != std::string_view::npos) {
+        // yescrypt, scrypt, bcrypt, sha512-crypt, sha256-crypt: not DES or MD5 crypt, not NT
+        // hashes, not a clear password.
+        static constexpr std::string_view kStrong[] = {"$y$",  "$gy$", "$7$", "$2b$",
+                                                       "$2a$", "$2y$", "$6$", "$5$"};
+        const bool strong = std::any_of(std::begin(kStrong), std::end(kStrong),
+                                        [&](std::string_view p) { return hash.starts_with(p); });
+        if (!strong || hash.find_first_of(" \t:") != std::string_view::npos) {
             error = where + "the hash of \"" + std::string(name) +
-                    "\" is not a crypt(3) hash such as mkpasswd -m yescrypt makes";
+                    "\" is not a strong crypt(3) hash (yescrypt, bcrypt, sha512-crypt...) such as "
+                    "mkpasswd -m yescrypt makes";
             return false;
         }
         for (const UserEntry& e : out) {

@@ -32,6 +32,7 @@ inline const Reply kAuthSyntax{501, "5.5.4", "Syntax: AUTH mechanism [initial-re
 inline const Reply kAuthUnknownMechanism{504, "5.5.4",
                                          "Unrecognized authentication type (PLAIN, LOGIN)"};
 inline const Reply kAuthAlready{503, "5.5.1", "Error: already authenticated"};
+inline const Reply kAuthNeedsEhlo{503, "5.5.1", "Error: AUTH needs EHLO, not HELO"};
 inline const Reply kAuthInTransaction{503, "5.5.1",
                                       "Error: AUTH not permitted during a mail transaction"};
 inline const Reply kAuthNeedsTls{538, "5.7.11",

@@ -363,7 +363,12 @@ class AuthConfigTest(unittest.TestCase):
             # (file text, the words after "line N: ")
             (f"# users\n\n{good}\nbroken line here\n", "line 4: expected name:hash"),
             ("alice:plaintext-password\n",
-             'line 1: the hash of "alice" is not a crypt(3) hash'),
+             'line 1: the hash of "alice" is not a strong crypt(3) hash'),
+            # md5-crypt and NT hashes are too weak to accept.
+            ("alice:$1$saltsalt$qjXMvbEw8oaL.CzflDugX/\n",
+             'line 1: the hash of "alice" is not a strong crypt(3) hash'),
+            ("alice:$3$$8846f7eaee8fb117ad06bdd830b7586c\n",
+             'line 1: the hash of "alice" is not a strong crypt(3) hash'),
             (f"{good}\n{good}\n", 'line 2: "alice" is listed twice'),
             (f"# a\n:{HASHES['bob']}\n", "line 2: the user name is empty or has blanks"),
             (f"al ice:{HASHES['bob']}\n", "line 1: the user name is empty or has blanks"),

@@ -562,7 +562,7 @@ TEST(ConfigLoader, RelayByAuthenticationNeedsAuth) {
     auto r = load(R"(
 [[listener]]
 address = "127.0.0.1:2525"
-relay = "authenticated"
+relay = "trusted_or_authenticated"
 [route.default]
 outbox = "out"
 )");
