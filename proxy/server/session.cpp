@@ -620,12 +620,15 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
         co_return reply(replies::kAuthUnknownMechanism);
     }
     AuthContext& auth = *ctx_.auth;
-    if (auth.limiter.locked(client_, std::chrono::steady_clock::now())) {
+    auto refuse_if_locked = [&] {
+        if (!auth.limiter.locked(client_, std::chrono::steady_clock::now())) return false;
         log(LogLevel::kWarn, "auth_refused",
             {{"conn", id_}, {"client", client_text_}, {"reason", "locked out"}});
         end_reason_ = "auth lockout";
-        co_return reply(replies::kAuthLockout);
-    }
+        reply(replies::kAuthLockout);
+        return true;
+    };
+    if (refuse_if_locked()) co_return;
     smtp::SaslPlain credentials;
     smtp::SaslError decoded = smtp::SaslError::kNone;
     if (mechanism == "PLAIN") {
@@ -643,12 +646,7 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
     }
     if (decoded != smtp::SaslError::kNone) co_return reply(replies::kAuthBadResponse);
     // Again now: a lockout may have begun while this exchange waited for the client.
-    if (auth.limiter.locked(client_, std::chrono::steady_clock::now())) {
-        log(LogLevel::kWarn, "auth_refused",
-            {{"conn", id_}, {"client", client_text_}, {"reason", "locked out"}});
-        end_reason_ = "auth lockout";
-        co_return reply(replies::kAuthLockout);
-    }
+    if (refuse_if_locked()) co_return;
 
     auto users = auth.users.load();
     const UserDb::User* user = users->find(credentials.authcid);
@@ -1007,6 +1005,12 @@ queue::Envelope Session::make_envelope() {
     return envelope;
 }
 
+void Session::check_header_from_once() {
+    if (transaction_.header_checked) return;
+    transaction_.header_checked = true;
+    transaction_.header_refusal = header_from_refusal(body_);
+}
+
 std::optional<smtp::Reply> Session::header_from_refusal(std::string_view message) const {
     if (!ctx_.listener.check_header_from || !user_options_ ||
         user_options_->allowed_senders.empty()) {
@@ -1040,18 +1044,12 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& read
         reset_transaction();
         co_return;
     }
-    // Streamed upstream already (passthrough): judged on the first piece; else on the whole.
-    auto header_refusal =
-        transaction_.stream_started ? transaction_.header_refusal : header_from_refusal(body_);
-    if (header_refusal) {
-        if (transaction_.upstream) {
-            // An unfinished DATA is never delivered: closing tells the upstream to drop it.
-            transaction_.upstream->close();
-            transaction_.upstream.release();
-        }
+    check_header_from_once();
+    if (transaction_.header_refusal) {
+        // An upstream left inside DATA is dropped with the transaction, never delivered.
         log(LogLevel::kInfo, "header_from_refused",
             {{"conn", id_}, {"client", client_text_}, {"user", user_}});
-        reply(*header_refusal);
+        reply(*transaction_.header_refusal);
         reset_transaction();
         co_return;
     }
@@ -1075,7 +1073,9 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
     // With our header, as the upstream's SIZE limit applies to what it receives.
     const uint64_t so_far =
         reader.size() + received_header(make_envelope(), ctx_.config.server.hostname).size();
-    if (content_refusal(reader.flags(), ctx_.listener.bare_lf) ||
+    // The header section is in the first piece: judged before anything goes upstream.
+    check_header_from_once();
+    if (content_refusal(reader.flags(), ctx_.listener.bare_lf) || t.header_refusal ||
         smtp::check_message_fits(t.mail, so_far, reader.flags().eight_bit, t.upstream_caps)) {
         // The message will be refused at its end. A DATA that never ends is never delivered:
         // closing the connection is how the upstream is told to drop it.
@@ -1091,13 +1091,6 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
         body_.clear();
     };
     if (!t.stream_started) {
-        t.header_refusal = header_from_refusal(body_);
-        if (t.header_refusal) {
-            t.upstream->close();  // refused at the end of data; nothing goes upstream
-            t.upstream.release();
-            body_.clear();
-            co_return;
-        }
         t.stream_started = true;
         queue::Envelope envelope = make_envelope();
         upstream::ClientReply r = co_await t.upstream->start_message(

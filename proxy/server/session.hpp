@@ -130,7 +130,9 @@ class Session {
         // when it refused the message before its end.
         bool stream_started = false;
         std::optional<smtp::ServerReply> upstream_final;
-        // check_header_from, judged on the header section before it was streamed upstream.
+        // check_header_from, judged once on the header section: at the first piece streamed
+        // upstream (passthrough) or at the end of data.
+        bool header_checked = false;
         std::optional<smtp::Reply> header_refusal;
         // Given once, when the message is first needed (stream start or end of data).
         std::string queue_id;
@@ -179,6 +181,7 @@ class Session {
     queue::Envelope make_envelope();
     // check_header_from: a refusal when the From: field names an address the user does not own.
     std::optional<smtp::Reply> header_from_refusal(std::string_view message) const;
+    void check_header_from_once();
     // Ends the session on a read that brought no data; returns false when it did.
     bool handle_read_failure(ReadOutcome outcome);
 

@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 from harness import BINARY, Postern, wait_for
-from upstreams import make_pki
+from upstreams import AiosmtpdUpstream, make_pki
 
 
 class ClientCertificateTest(unittest.TestCase):
@@ -116,6 +116,41 @@ class ClientCertificateTest(unittest.TestCase):
             self.assertTrue(r.startswith(code), (header, r))
         self.assertEqual(len(p.messages()), 1)
         self.assertIn("event=header_from_refused", p.log())
+
+    def test_header_from_is_judged_before_streaming_upstream(self):
+        """Passthrough with check_header_from: a message larger than the first piece postern
+        streams (256 KiB) is judged on its header section before anything is sent, and refused
+        for its From: address (not for a missing From: in a later piece); the upstream
+        receives nothing, and an owned From: passes through."""
+        up = AiosmtpdUpstream(tls="none")
+        self.addCleanup(up.cleanup)
+        up.start()
+        p = Postern(listener={"tls": "starttls", "certificate": self.pki.localhost.cert,
+                              "private_key": self.pki.localhost.key,
+                              "client_ca": self.pki.ca_file, "relay": "authenticated",
+                              "trusted_networks": [], "check_header_from": True,
+                              "delivery": "passthrough"},
+                    routes={"default": {"upstream": "smart"}},
+                    extra_toml=f'[auth]\nusers_file = "{self.users}"\n'
+                               '[user."postern.test"]\nallowed_senders = ["@example.com"]\n'
+                               f'[upstream.smart]\nhosts = ["{up.address}"]\ntls = "none"\n'
+                               'allow_plaintext = true\n')
+        p.start()
+        self.addCleanup(p.cleanup)
+        saved, self.p = self.p, p
+        self.addCleanup(setattr, self, "p", saved)
+        cmd, _ = self.session(self.pki.client)
+        big = ("x" * 998 + "\r\n") * 600  # about 600 KB: streamed in pieces
+        for header, code in [("From: Boss <ceo@example.org>", b"550 5.7.1 Header From: <ceo"),
+                             ("From: <app@example.com>", b"250")]:
+            self.assertTrue(cmd("MAIL FROM:<app@example.com>")[0].startswith(b"250"))
+            self.assertTrue(cmd("RCPT TO:<someone@example.net>")[0].startswith(b"250"))
+            self.assertTrue(cmd("DATA")[0].startswith(b"354"))
+            r = cmd(header + "\r\nSubject: big\r\n\r\n" + big + ".")[0]
+            self.assertTrue(r.startswith(code), (header, r))
+        messages = up.wait_messages(1)
+        self.assertEqual(len(messages), 1)
+        self.assertIn(b"From: <app@example.com>", messages[0]["data"])
 
     def test_check_config_needs_a_readable_client_ca(self):
         p = Postern(listener={"tls": "starttls", "certificate": self.pki.localhost.cert,

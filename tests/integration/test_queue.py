@@ -233,6 +233,17 @@ class QueueTestCase(RelayTestCase):
         self.assertIsNotNone(value, context)
         self.assertIsNotNone(email.utils.parsedate_to_datetime(str(value)), context)
 
+    def assertDsnPerMessage(self, per_message, qid, envid, context):
+        """The per-message fields of a message/delivery-status part (RFC 3464 2.2)."""
+        self.assertEqual(self.dsn_value(per_message["Reporting-MTA"]), ("dns", "postern.test"),
+                         context)
+        self.assertEqual(per_message["X-Postern-Queue-ID"], qid, context)
+        self.assertDateField(per_message["Arrival-Date"], context)
+        if envid is None:
+            self.assertIsNone(per_message["Original-Envelope-Id"], context)
+        else:
+            self.assertEqual(per_message["Original-Envelope-Id"], envid, context)
+
     def assertBounce(self, m, qid, failed, sender="app@example.org", envid=None):
         """A bounce as the upstream received it (m, from AiosmtpdUpstream.messages()) for
         message qid: from <> to the sender, an RFC 3464 multipart/report reporting exactly the
@@ -281,14 +292,7 @@ class QueueTestCase(RelayTestCase):
         blocks = parts[1].get_payload()
         self.assertEqual(len(blocks), 1 + len(failed), context)
         per_message, per_rcpt = blocks[0], blocks[1:]
-        self.assertEqual(self.dsn_value(per_message["Reporting-MTA"]), ("dns", "postern.test"),
-                         context)
-        self.assertEqual(per_message["X-Postern-Queue-ID"], qid, context)
-        self.assertDateField(per_message["Arrival-Date"], context)
-        if envid is None:
-            self.assertIsNone(per_message["Original-Envelope-Id"], context)
-        else:
-            self.assertEqual(per_message["Original-Envelope-Id"], envid, context)
+        self.assertDsnPerMessage(per_message, qid, envid, context)
         for f, block in zip(failed, per_rcpt):
             for name in ("Final-Recipient", "Action", "Status", "Diagnostic-Code",
                          "Last-Attempt-Date"):

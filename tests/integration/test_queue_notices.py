@@ -111,14 +111,7 @@ class NoticeTestCase(QueueTestCase):
         blocks = parts[1].get_payload()
         self.assertEqual(len(blocks), 1 + len(rcpts), context)
         per_message, per_rcpt = blocks[0], blocks[1:]
-        self.assertEqual(self.dsn_value(per_message["Reporting-MTA"]), ("dns", "postern.test"),
-                         context)
-        self.assertEqual(per_message["X-Postern-Queue-ID"], qid, context)
-        self.assertDateField(per_message["Arrival-Date"], context)
-        if envid is None:
-            self.assertIsNone(per_message["Original-Envelope-Id"], context)
-        else:
-            self.assertEqual(per_message["Original-Envelope-Id"], envid, context)
+        self.assertDsnPerMessage(per_message, qid, envid, context)
         for r, block in zip(rcpts, per_rcpt):
             for name in ("Final-Recipient", "Action", "Status", "Diagnostic-Code"):
                 self.assertEqual(len(block.get_all(name) or []), 1, (name, context))
