@@ -7,7 +7,7 @@ packages=(
     cmake ninja-build g++ pkg-config ccache
     libboost1.81-dev libssl-dev libtomlplusplus-dev libgtest-dev zlib1g-dev
     swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3-aiosmtpd openssl whois
-    libcrypt-dev nodejs
+    libcrypt-dev nodejs liblua5.4-dev
     clang-14 libfuzzer-14-dev
 )
 

@@ -1,14 +1,19 @@
 // The filter interface (DESIGN.md "Filter chain"): a filter sees the connection and the
-// transaction at each stage and answers with a Verdict. Filters never open the relay: relay
-// permission is decided by the core before any filter runs.
-//
-// No filter is wired into the session yet; the chain arrives with the policy-engine issue. This
-// header fixes the vocabulary so that filters and the server can be built against it.
+// transaction at each stage and answers with a Verdict; it changes the message only through the
+// Transaction (tags, notes, route, recipient changes) and the Message (header edits). Filters
+// never open the relay: relay permission is decided by the core before any filter runs.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "filters/header_block.hpp"
 
 namespace postern::filters {
 
@@ -18,11 +23,12 @@ enum class Action {
     kReject,      // refuse with a 5xx reply
     kTempfail,    // refuse with a 4xx reply; the client retries later
     kDiscard,     // answer as accepted, deliver nothing, log it
-    kDisconnect,  // answer 421 and close the connection
+    kDisconnect,  // answer 421 (or the reply's 5xx) and close the connection
 };
+const char* action_name(Action action);
 
 struct FilterReply {
-    int code = 0;          // 4xx for kTempfail, 5xx for kReject; checked by the chain
+    int code = 0;          // 4xx for kTempfail, 5xx for kReject; checked by check_reply
     std::string enhanced;  // RFC 3463, e.g. "5.7.1"
     std::string text;
 };
@@ -31,55 +37,113 @@ struct Verdict {
     Action action = Action::kContinue;
     std::optional<FilterReply> reply;
     std::string reason;  // for the log, never sent to the client
+    // Set when the filter failed (script error, budget or memory exceeded): the chain applies
+    // the filter's on_error policy instead of the action.
+    std::optional<std::string> failure;
 };
 
-// Read-only views handed to filters; the fields grow with the policy-engine issue.
-struct ConnectionView {
-    std::string client_ip;
+// Why a reply does not suit its action ("a reject needs a 5xx code, not 451"), or nothing.
+// A reject never carries 4xx, a tempfail never 5xx, a disconnect 421 or 5xx; the enhanced code
+// has the reply's class; the text is one printable line.
+std::optional<std::string> check_reply(Action action, const FilterReply& reply);
+
+// The SMTP stages with a decision, in protocol order.
+enum class Stage { kConnect, kHelo, kAuth, kMailFrom, kRcptTo, kData };
+inline constexpr int kStageCount = 6;
+const char* stage_name(Stage stage);
+
+// Notifications: they cannot refuse anything.
+enum class Event { kQueued, kDelivered, kFailed };
+const char* event_name(Event event);
+
+struct Connection {
+    std::string ip;
+    uint16_t port = 0;
     std::string listener;
-    std::string helo;
+    std::string helo;         // empty before HELO/EHLO
+    std::string tls_version;  // empty without TLS
+    std::string tls_cipher;
     std::string auth_user;  // empty when not authenticated
 };
 
-struct TransactionView {
-    std::string queue_id;
-    std::string mail_from;
+struct Address {
+    std::string address;  // local@domain, or empty for the null sender <>
+    std::string local;
+    std::string domain;
+    std::vector<std::pair<std::string, std::string>> params;  // ESMTP parameters, as sent
+
+    static Address from_mailbox(std::string_view mailbox);
+};
+
+using NoteValue = std::variant<std::string, int64_t, double, bool>;
+
+struct RecipientChange {
+    bool add = true;
+    std::string address;
+};
+
+struct Transaction {
+    const Connection* conn = nullptr;
+    std::string id;  // the queue id the message will have
+    Address mail_from;
+    std::vector<Address> rcpts;  // accepted so far (rcpt_to: the ones before this one)
+    uint64_t size = 0;           // declared SIZE until data, then the message's size
+    std::map<std::string, std::string> tags;  // seen by later filters and in the log
+    std::map<std::string, NoteValue> notes;   // per-transaction state kept between hooks
+    std::string route;                        // set by a filter: overrides route selection
+    std::vector<RecipientChange> rcpt_changes;  // applied by the server before storage
+    std::optional<std::string> spf;             // results, once those filters have run
+    std::optional<std::string> dkim;
+    // Passthrough: the recipients and the message go upstream live, so a filter cannot change
+    // recipients or headers, nor the route once a recipient was relayed.
+    bool live = false;
+    bool route_locked = false;
+};
+
+// The message at the data stage: its header section (editable) and its body (read-only).
+struct Message {
+    HeaderBlock headers;
+    std::string_view body;  // what the server still holds of the body (see body_complete)
+    uint64_t body_size = 0;
+    bool body_complete = true;  // false in passthrough once the body streamed upstream
+};
+
+// What a notification reports.
+struct DeliveryResult {
+    std::string rcpt;   // empty: the message as a whole (queued)
+    std::string reply;  // "250 2.0.0 Ok" or the reason
+    std::string route;
+};
+
+// One hook call's arguments. `tx` is null at connect/helo/auth, `rcpt` is set at rcpt_to and
+// `message` at data.
+struct HookContext {
+    Stage stage = Stage::kConnect;
+    Connection* conn = nullptr;
+    Transaction* tx = nullptr;
+    const Address* rcpt = nullptr;
+    Message* message = nullptr;
+    // When set, a decision trace (`postern policy test`) collects what the filter did here.
+    std::vector<std::string>* trace = nullptr;
 };
 
 // One filter instance serves many sessions concurrently, from several I/O threads: it keeps no
 // per-session state of its own (that belongs on the transaction) and guards any shared state.
 //
-// Lifetime: the views passed by reference stay valid until the returned awaitable completes;
-// the caller keeps them alive across every co_await of the hook. A hook that throws is a failed
-// filter: the chain applies the filter's on_error policy (tempfail by default), never "continue".
+// Lifetime: the context and what it points to stay valid until the returned awaitable
+// completes. A hook that throws is a failed filter: the chain applies the filter's on_error
+// policy (tempfail by default), never "continue".
 class Filter {
-public:
+  public:
     virtual ~Filter() = default;
 
-    // Decision hooks, one per SMTP stage; the default continues.
-    virtual boost::asio::awaitable<Verdict> on_connect(const ConnectionView&) {
-        co_return Verdict{};
-    }
-    virtual boost::asio::awaitable<Verdict> on_helo(const ConnectionView&) { co_return Verdict{}; }
-    virtual boost::asio::awaitable<Verdict> on_auth(const ConnectionView&) { co_return Verdict{}; }
-    virtual boost::asio::awaitable<Verdict> on_mail_from(const ConnectionView&,
-                                                         const TransactionView&) {
-        co_return Verdict{};
-    }
-    virtual boost::asio::awaitable<Verdict> on_rcpt_to(const ConnectionView&,
-                                                       const TransactionView&,
-                                                       const std::string& /*recipient*/) {
-        co_return Verdict{};
-    }
-    virtual boost::asio::awaitable<Verdict> on_data(const ConnectionView&,
-                                                    const TransactionView&) {
-        co_return Verdict{};
-    }
-
-    // Notifications: they cannot refuse anything and must not block.
-    virtual void on_queued(const ConnectionView&, const TransactionView&) {}
-    virtual void on_reset(const ConnectionView&) {}
-    virtual void on_disconnect(const ConnectionView&) {}
+    // Whether the filter does anything at this stage; the chain skips it otherwise.
+    virtual bool handles(Stage stage) const = 0;
+    virtual boost::asio::awaitable<Verdict> on_stage(HookContext& ctx) = 0;
+    // Notifications must not block; errors are logged, never raised.
+    virtual void notify(Event, const Connection*, const Transaction&, const DeliveryResult&) {}
+    // SIGHUP: reload what the filter reads from files. False (and `error`) keeps the old one.
+    virtual bool reload(std::string& /*error*/) { return true; }
 };
 
 }  // namespace postern::filters

@@ -1,4 +1,4 @@
-// The postern command line: serve, check-config, queue, version.
+// The postern command line: serve, check-config, queue, policy, passwd, version.
 #include <termios.h>
 #include <unistd.h>
 
@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "filters/chain_builder.hpp"
+#include "proxy/admin/policy_cli.hpp"
 #include "proxy/admin/queue_cli.hpp"
 #include "proxy/config/config_loader.hpp"
 #include "proxy/observe/log.hpp"
@@ -25,6 +27,7 @@ constexpr const char* kUsage =
     "  serve         run the relay\n"
     "  check-config  validate the configuration and exit\n"
     "  queue         list and manage the durable queue of the running server\n"
+    "  policy test   run a Lua policy script on an envelope and a message\n"
     "  passwd        print a password hash for the [auth] users file\n"
     "  version       print the version\n"
     "\n"
@@ -51,6 +54,8 @@ void print_command_help(const std::string& command) {
                      "NAME:HASH of the users file ([auth] users_file).\n";
     } else if (command == "queue") {
         std::cout << postern::admin::kQueueUsage;
+    } else if (command == "policy") {
+        std::cout << postern::admin::kPolicyUsage;
     } else {
         std::cout << "usage: postern version\n\nPrints the version of postern.\n";
     }
@@ -133,9 +138,19 @@ int main(int argc, char** argv) {
     }
     const std::string command = args[0];
     if (command != "serve" && command != "check-config" && command != "queue" &&
-        command != "passwd" && command != "version") {
+        command != "passwd" && command != "version" && command != "policy") {
         std::cerr << "postern: unknown command '" << command << "'\n\n" << kUsage;
         return 2;
+    }
+    if (command == "policy") {
+        std::vector<std::string> rest(args.begin() + 1, args.end());
+        for (const std::string& a : rest) {
+            if (a == "--help" || a == "-h") {
+                print_command_help(command);
+                return 0;
+            }
+        }
+        return postern::admin::run_policy_command(rest);
     }
     std::string config_path = kDefaultConfig;
     std::vector<std::string> rest;  // the queue command's own words
@@ -174,6 +189,15 @@ int main(int argc, char** argv) {
     }
     if (command == "queue") return postern::admin::run_queue_command(*config, rest);
     if (command == "check-config") {
+        if (!config->filters.empty()) {
+            // Every script is compiled and its top level run, as at start-up.
+            std::vector<std::string> errors;
+            if (!postern::filters::build_chain(*config, errors)) {
+                for (const std::string& e : errors) std::cerr << config_path << ": " << e << "\n";
+                std::cerr << config_path << ": configuration has errors\n";
+                return 1;
+            }
+        }
         std::cout << config_path << ": ok (" << config->listeners.size() << " listener"
                   << (config->listeners.size() == 1 ? "" : "s") << ", " << config->routes.size()
                   << " route" << (config->routes.size() == 1 ? "" : "s") << ", "

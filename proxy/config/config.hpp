@@ -67,6 +67,9 @@ struct ListenerConfig {
     // user named by its subject's CN.
     std::string client_ca;
     std::chrono::milliseconds tls_handshake_timeout{std::chrono::seconds(30)};
+    // Tags every transaction of this listener starts with (tx.tags[name] == "true" in Lua),
+    // e.g. "non-production".
+    std::vector<std::string> tags;
 };
 
 // [upstream.NAME]: a smarthost (or several, in priority order) that postern relays through.
@@ -157,6 +160,19 @@ struct AdminConfig {
     std::string token;       // read from token_file at load time
 };
 
+// [[filter]]: one entry of the filter chain, run in file order.
+struct FilterConfig {
+    std::string name;  // default: the type and the position ("lua1")
+    std::string type;  // "lua"
+    std::string script;
+    std::vector<std::string> module_dirs;  // require() looks here; default: the script's dir
+    bool fail_open = false;                // on_error = "continue" (default "tempfail")
+    std::chrono::milliseconds timeout{std::chrono::seconds(1)};  // per hook call
+    uint64_t memory_limit = 64ull * 1024 * 1024;                 // per Lua state
+    uint64_t instruction_limit = 10'000'000;                     // per hook call
+    std::string config_toml;  // the entry's `config` table, as TOML (postern.config in Lua)
+};
+
 struct Config {
     std::string source;  // the file it was read from
     ServerConfig server;
@@ -168,6 +184,7 @@ struct Config {
     std::map<std::string, RouteConfig> routes;
     std::map<std::string, UpstreamConfig> upstreams;
     std::vector<RouteRule> route_rules;
+    std::vector<FilterConfig> filters;
 };
 
 }  // namespace postern::config

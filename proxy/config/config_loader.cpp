@@ -25,7 +25,7 @@ namespace {
 
 // Keys of sections that later versions of postern read (DESIGN.md); reported as unsupported
 // rather than unknown so that the message says what is going on.
-const std::set<std::string> kNotYetSupported = {"filter", "quota"};
+const std::set<std::string> kNotYetSupported = {"quota"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
@@ -404,7 +404,8 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
                   "min_tls_version",
                   "ciphers",
                   "client_ca",
-                  "tls_handshake_timeout"});
+                  "tls_handshake_timeout",
+                  "tags"});
     w.get_string(t, "name", path, l.name);
     std::string address;
     if (w.get_string(t, "address", path, address)) {
@@ -476,6 +477,10 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
     w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
                                         {{"reject", smtp::BareLineEndPolicy::kReject},
                                          {"normalize", smtp::BareLineEndPolicy::kNormalize}});
+    get_string_list(w, t, "tags", path, l.tags, [](const std::string& tag) {
+        return tag.empty() || tag.size() > 64 ? std::optional<std::string>("is not a tag of 1 to 64 characters")
+                                              : std::nullopt;
+    });
     read_listener_tls(w, t, path, l);
 }
 
@@ -717,6 +722,55 @@ std::set<std::string> reachable_routes(const Config& c, const ListenerConfig& l)
     return routes;
 }
 
+void read_filter(Walker& w, const toml::table& t, const std::string& path, FilterConfig& f) {
+    w.check_keys(t, path,
+                 {"type", "name", "script", "module_dirs", "on_error", "timeout", "memory_limit",
+                  "instruction_limit", "config"});
+    w.get_string(t, "name", path, f.name);
+    if (!w.get_string(t, "type", path, f.type) && !t.get("type")) {
+        w.error(t.source(), path + ".type", "missing: a filter needs a type (\"lua\")");
+    } else if (!f.type.empty() && f.type != "lua") {
+        const bool later = f.type == "spf" || f.type == "dkim_verify" || f.type == "dkim_sign" ||
+                           f.type == "quota";
+        w.error(t.get("type")->source(), path + ".type",
+                "\"" + f.type + "\" " +
+                    (later ? std::string("is not supported by this version of postern yet")
+                           : std::string("is not a filter type (lua)")));
+    }
+    if (!w.get_string(t, "script", path, f.script) && !t.get("script") && f.type == "lua") {
+        w.error(t.source(), path + ".script", "missing: a lua filter needs its script");
+    }
+    get_string_list(w, t, "module_dirs", path, f.module_dirs,
+                    [](const std::string&) { return std::optional<std::string>(); });
+    std::string on_error;
+    if (w.get_string(t, "on_error", path, on_error)) {
+        if (on_error == "continue") {
+            f.fail_open = true;
+        } else if (on_error != "tempfail") {
+            w.error(t.get("on_error")->source(), path + ".on_error",
+                    "\"" + on_error + "\" is not one of tempfail | continue");
+        }
+    }
+    w.get_duration(t, "timeout", path, f.timeout);
+    w.get_size(t, "memory_limit", path, f.memory_limit, 1024 * 1024);
+    if (const toml::node* n = t.get("instruction_limit")) {
+        if (!n->is_integer() || n->as_integer()->get() < 1000) {
+            w.error(n->source(), path + ".instruction_limit", "expected a number of at least 1000");
+        } else {
+            f.instruction_limit = static_cast<uint64_t>(n->as_integer()->get());
+        }
+    }
+    if (const toml::node* n = t.get("config")) {
+        if (!n->is_table()) {
+            w.error(n->source(), path + ".config", "expected a table (postern.config in the script)");
+        } else {
+            std::ostringstream text;
+            text << *n->as_table();
+            f.config_toml = text.str();
+        }
+    }
+}
+
 LoadResult walk(const toml::table& root, const std::string& name) {
     LoadResult result;
     Config& c = result.config;
@@ -731,7 +785,7 @@ LoadResult walk(const toml::table& root, const std::string& name) {
         }
     }
     std::vector<std::string_view> known = {"server",     "log",   "listener", "route", "upstream",
-                                           "route_rule", "admin", "auth",     "user"};
+                                           "route_rule", "admin", "auth",     "user",  "filter"};
     for (const std::string& k : kNotYetSupported) known.push_back(k);
     w.check_keys(root, "", known);
 
@@ -804,6 +858,26 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                         "unknown route \"" + r.route + "\": define it as [route." + r.route + "]");
                 }
                 c.route_rules.push_back(std::move(r));
+            }
+        }
+    }
+
+    if (const toml::node* filters = root.get("filter")) {
+        if (!filters->is_array_of_tables()) {
+            w.error(filters->source(), "filter", "expected [[filter]] tables");
+        } else {
+            size_t index = 0;
+            std::set<std::string> filter_names;
+            for (const toml::node& node : *filters->as_array()) {
+                std::string path = "filter[" + std::to_string(index++) + "]";
+                FilterConfig f;
+                const toml::table& t = *node.as_table();
+                read_filter(w, t, path, f);
+                if (f.name.empty()) f.name = (f.type.empty() ? "filter" : f.type) + std::to_string(index);
+                if (!filter_names.insert(f.name).second) {
+                    w.error(t.source(), path + ".name", "filter name \"" + f.name + "\" is used twice");
+                }
+                c.filters.push_back(std::move(f));
             }
         }
     }

@@ -20,6 +20,8 @@
 #include <map>
 #include <thread>
 
+#include "filters/chain_builder.hpp"
+#include "filters/lua/lua_filter.hpp"
 #include "proxy/admin/admin_server.hpp"
 #include "proxy/config/tls_files.hpp"
 #include "proxy/observe/log.hpp"
@@ -76,7 +78,7 @@ struct ListenerState {
                   const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
           context{config,  listener, ids,     routes,  outboxes, limits,
-                  nullptr, nullptr,  nullptr, nullptr, nullptr} {}
+                  nullptr, nullptr,  nullptr, nullptr, nullptr, nullptr} {}
     ConnectionLimits limits;
     std::unique_ptr<ListenerTls> tls;  // before `context`, which points to it
     ListenerContext context;
@@ -117,6 +119,7 @@ struct Server::Impl {
     // Per upstream: TLS context and host health, shared by the pools of every worker.
     std::map<std::string, std::unique_ptr<upstream::UpstreamShared>> upstreams;
     std::unique_ptr<AuthContext> auth;  // with [auth]
+    std::unique_ptr<filters::Chain> chain;  // with [[filter]]
     // The durable queue, when a queue-mode listener can reach an upstream route.
     std::unique_ptr<queue::Spool> spool;
     std::unique_ptr<queue::Scheduler> scheduler;
@@ -259,6 +262,19 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
         tick.expires_after(std::chrono::milliseconds(20));
         co_await tick.async_wait(kUseTuple);
     }
+    if (chain) {
+        for (const auto& e : chain->entries()) {
+            auto* lua = dynamic_cast<filters::lua::LuaFilter*>(e.filter.get());
+            if (!lua) continue;
+            const uint64_t calls = lua->calls();
+            log(LogLevel::kInfo, "filter_stats",
+                {{"filter", e.name},
+                 {"calls", calls},
+                 {"mean_us", calls ? static_cast<double>(lua->total_ns()) / 1000.0 /
+                                         static_cast<double>(calls)
+                                   : 0.0}});
+        }
+    }
     log(LogLevel::kInfo, "stopped", {{"sessions_left", active_sessions.load()}});
     for (auto& w : workers) w->ctx.stop();
 }
@@ -291,10 +307,17 @@ void Server::Impl::reload_certificates() {
                 {{"error", problem}, {"detail", "the previous users stay in use"}});
         }
     }
+    if (chain) {
+        // Each filter keeps its old script when the new one does not load.
+        for (const std::string& error : chain->reload()) {
+            log(LogLevel::kError, "filter_reload_failed",
+                {{"error", error}, {"detail", "the previous version stays in use"}});
+        }
+    }
     log(LogLevel::kInfo, "reload",
         {{"detail",
-          "TLS certificates and the users file read again; other configuration changes need a "
-          "restart"}});
+          "TLS certificates, the users file and the filter scripts read again; other "
+          "configuration changes need a restart"}});
 }
 
 int Server::run() {
@@ -399,6 +422,20 @@ int Server::run() {
             {{"file", config.auth.users_file}, {"users", users->size()}});
     }
 
+    if (!config.filters.empty()) {
+        std::vector<std::string> errors;
+        s.chain = filters::build_chain(config, errors);
+        if (!s.chain) {
+            for (const std::string& e : errors) {
+                log(LogLevel::kError, "startup_failed", {{"error", e}});
+            }
+            return 1;
+        }
+        for (const auto& e : s.chain->entries()) {
+            log(LogLevel::kInfo, "filter_loaded", {{"filter", e.name}});
+        }
+    }
+
     if (config.admin.enabled) {
         s.admin = std::make_unique<admin::AdminServer>(main_ctx, config.admin, s.scheduler.get());
         if (boost::system::error_code ec = s.admin->listen()) {
@@ -421,6 +458,7 @@ int Server::run() {
         state->context.scheduler = s.scheduler.get();
         state->context.storage = s.storage.get();
         state->context.auth = s.auth.get();
+        state->context.chain = s.chain.get();
         if (lc.tls != config::ListenerTls::kNone) {
             std::string problem;
             config::SslCtxPtr native = config::make_server_tls_context(lc, problem);

@@ -38,6 +38,40 @@ constexpr size_t kDataChunk = 64 * 1024;     // read size while receiving messag
 constexpr size_t kKeepCapacity = 16 * 1024;  // buffers above this are released when idle
 constexpr size_t kStreamPiece = 256 * 1024;  // passthrough: body octets sent upstream at once
 
+filters::Address filter_address(const smtp::Address& a) {
+    filters::Address out;
+    if (a.null) return out;
+    out.address = a.mailbox();
+    out.local = a.local;
+    out.domain = a.domain;
+    return out;
+}
+
+filters::Address filter_sender(const smtp::MailFrom& m) {
+    filters::Address out = filter_address(m.sender);
+    if (m.params.size) out.params.emplace_back("SIZE", std::to_string(*m.params.size));
+    if (m.params.body == smtp::BodyType::k8BitMime) out.params.emplace_back("BODY", "8BITMIME");
+    if (m.params.body == smtp::BodyType::k7Bit) out.params.emplace_back("BODY", "7BIT");
+    if (m.params.smtputf8) out.params.emplace_back("SMTPUTF8", "");
+    if (m.params.ret == smtp::DsnRet::kFull) out.params.emplace_back("RET", "FULL");
+    if (m.params.ret == smtp::DsnRet::kHdrs) out.params.emplace_back("RET", "HDRS");
+    if (!m.params.envid.empty()) out.params.emplace_back("ENVID", m.params.envid);
+    return out;
+}
+
+filters::Address filter_recipient(const smtp::RcptTo& r) {
+    filters::Address out = filter_address(r.recipient);
+    if (!r.params.orcpt.empty()) out.params.emplace_back("ORCPT", r.params.orcpt);
+    return out;
+}
+
+bool iequal(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) ==
+                      std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
 // The refusal for a message whose content breaks the listener's rules, known from its flags.
 std::optional<smtp::Reply> content_refusal(const smtp::DataReader::Flags& flags,
                                            smtp::BareLineEndPolicy bare_lf) {
@@ -117,6 +151,9 @@ Session::Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& regi
       trusted_(config::any_contains(ctx.listener.trusted_networks, client)),
       started_(std::chrono::steady_clock::now()) {
     registry_.add(this);
+    filter_conn_.ip = client_text_;
+    filter_conn_.port = client_port_;
+    filter_conn_.listener = ctx_.listener.name;
 }
 
 Session::~Session() {
@@ -247,6 +284,14 @@ asio::awaitable<void> Session::run() {
              {"trusted", trusted_ ? "yes" : "no"}});
     bool ok = true;
     if (ctx_.listener.tls == config::ListenerTls::kImplicit) ok = co_await start_tls();
+    if (ok && ctx_.chain && ctx_.chain->handles(filters::Stage::kConnect)) {
+        if (!co_await run_filters(filters::Stage::kConnect)) {
+            // No greeting: the refusal is the greeting (RFC 5321 3.1), then the session ends.
+            closing_ = true;
+            end_reason_ = "refused by filter";
+            ok = false;
+        }
+    }
     if (ok) {
         out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
         ok = co_await flush();
@@ -380,13 +425,13 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
     }
     switch (cmd.verb) {
         case Verb::kEhlo:
-            on_helo(cmd.args, true);
+            co_await on_helo(cmd.args, true);
             break;
         case Verb::kHelo:
-            on_helo(cmd.args, false);
+            co_await on_helo(cmd.args, false);
             break;
         case Verb::kMail:
-            on_mail(cmd.args);
+            co_await on_mail(cmd.args);
             break;
         case Verb::kRcpt:
             co_await on_rcpt(cmd.args);
@@ -435,7 +480,7 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
     }
 }
 
-void Session::on_helo(std::string_view args, bool extended) {
+asio::awaitable<void> Session::on_helo(std::string_view args, bool extended) {
     while (!args.empty() && args.back() == ' ') args.remove_suffix(1);  // tolerated, as Postfix
     // A bare IPv4 address is not RFC 5321 syntax but common in the wild (Postfix accepts it).
     const bool bare_ip =
@@ -443,17 +488,26 @@ void Session::on_helo(std::string_view args, bool extended) {
     if (args.empty() ||
         !(smtp::is_valid_domain(args, false) || smtp::is_valid_address_literal(args) || bare_ip)) {
         reply(replies::kHeloSyntax);
-        return;
+        co_return;
     }
     // RFC 5321 4.1.4: EHLO/HELO resets the session as RSET does.
     reset_transaction();
+    if (ctx_.chain && ctx_.chain->handles(filters::Stage::kHelo)) {
+        const std::string previous = filter_conn_.helo;
+        filter_conn_.helo = std::string(args);
+        if (!co_await run_filters(filters::Stage::kHelo)) {
+            filter_conn_.helo = previous;
+            co_return;
+        }
+    }
     helo_ = std::string(args);
+    filter_conn_.helo = helo_;
     greeted_ = true;
     esmtp_ = extended;
     const std::string& host = ctx_.config.server.hostname;
     if (!extended) {
         smtp::Reply{250, "", host}.append_to(out_, false);
-        return;
+        co_return;
     }
     std::vector<std::string> lines = {
         host,       "PIPELINING",          "SIZE " + std::to_string(ctx_.listener.max_message_size),
@@ -507,6 +561,10 @@ asio::awaitable<bool> Session::start_tls() {
     SSL* ssl = tls_->native_handle();
     int secret_bits = 0;
     const int bits = SSL_get_cipher_bits(ssl, &secret_bits);
+    filter_conn_.tls_version = SSL_get_version(ssl);
+    filter_conn_.tls_cipher = SSL_get_cipher_name(ssl);
+    filter_conn_.helo.clear();
+    filter_conn_.auth_user.clear();
     tls_info_ = std::string(SSL_get_version(ssl)) + " with cipher " + SSL_get_cipher_name(ssl) +
                 " (" + std::to_string(bits) + "/" + std::to_string(secret_bits) + " bits)";
     log(LogLevel::kInfo, "tls",
@@ -545,6 +603,7 @@ void Session::authenticate_certificate(SSL* ssl) {
         return refuse("CN \"" + printable(name) + "\" is not a user ([user.NAME] or users_file)");
     }
     user_ = name;
+    filter_conn_.auth_user = name;
     user_options_ = options == ctx_.config.users.end() ? nullptr : &options->second;
     log(LogLevel::kInfo, "auth",
         {{"conn", id_}, {"client", client_text_}, {"user", user_}, {"mechanism", "certificate"}});
@@ -658,8 +717,19 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
     // RFC 4616: an authzid other than the user is a request to act for someone else: refused.
     const bool proxying =
         !credentials.authzid.empty() && credentials.authzid != credentials.authcid;
+    if (valid && !proxying && ctx_.chain && ctx_.chain->handles(filters::Stage::kAuth)) {
+        filter_conn_.auth_user = user->name;
+        if (!co_await run_filters(filters::Stage::kAuth)) {
+            filter_conn_.auth_user.clear();
+            log(LogLevel::kWarn, "auth_refused",
+                {{"conn", id_}, {"client", client_text_}, {"user", user->name},
+                 {"reason", "refused by filter"}});
+            co_return;
+        }
+    }
     if (valid && !proxying) {
         user_ = user->name;
+        filter_conn_.auth_user = user_;
         user_options_ = user->options;
         log(LogLevel::kInfo, "auth",
             {{"conn", id_}, {"client", client_text_}, {"user", user_}, {"mechanism", mechanism}});
@@ -684,33 +754,51 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
     reply(replies::kAuthFailed);
 }
 
-void Session::on_mail(std::string_view args) {
-    if (!greeted_) return reply(replies::kNeedHelo);
+asio::awaitable<void> Session::on_mail(std::string_view args) {
+    if (!greeted_) co_return reply(replies::kNeedHelo);
     if (!tls_ && ctx_.listener.tls == config::ListenerTls::kStarttlsRequired) {
-        return reply(replies::kTlsRequired);
+        co_return reply(replies::kTlsRequired);
     }
-    if (transaction_.active) return reply(replies::kNestedMail);
+    if (transaction_.active) co_return reply(replies::kNestedMail);
     if (draining_) {
         end_reason_ = "shutdown";
-        return reply(replies::kShuttingDown);
+        co_return reply(replies::kShuttingDown);
     }
     if (ctx_.listener.relay == config::RelayPolicy::kAuthenticated && user_.empty()) {
-        return reply(replies::kAuthRequired);
+        co_return reply(replies::kAuthRequired);
     }
     if (ctx_.storage && ctx_.storage->low()) {
         // Not the client's error: it should try again later (RFC 5321 4.5.3.1.10 spirit).
-        return reply(replies::kInsufficientStorage, false);
+        co_return reply(replies::kInsufficientStorage, false);
     }
     auto parsed = smtp::parse_mail_from(args, ctx_.listener.max_message_size, esmtp_);
-    if (parsed.error) return reply(*parsed.error);
+    if (parsed.error) co_return reply(*parsed.error);
     if (user_options_ && !sender_allowed(user_options_->allowed_senders, parsed.value.sender)) {
         const std::string address = parsed.value.sender.null ? "<>" : parsed.value.sender.mailbox();
-        return reply({553, "5.7.1",
+        co_return reply({553, "5.7.1",
                       "Sender address <" + (parsed.value.sender.null ? "" : address) +
                           "> is not owned by user " + user_});
     }
-    transaction_.active = true;
     transaction_.mail = std::move(parsed.value);
+    if (ctx_.chain) {
+        // The filters see the transaction from MAIL on, with the queue id it will have.
+        filters::Transaction& f = transaction_.filtered;
+        f.conn = &filter_conn_;
+        transaction_.queue_id = ctx_.ids.next();
+        transaction_.received_at = std::chrono::system_clock::now();
+        f.id = transaction_.queue_id;
+        f.mail_from = filter_sender(transaction_.mail);
+        f.size = transaction_.mail.params.size.value_or(0);
+        for (const std::string& tag : ctx_.listener.tags) f.tags[tag] = "true";
+        f.live = ctx_.listener.delivery == config::DeliveryMode::kPassthrough;
+        if (ctx_.chain->handles(filters::Stage::kMailFrom) &&
+            !co_await run_filters(filters::Stage::kMailFrom)) {
+            transaction_ = Transaction{};
+            co_return;
+        }
+        if (discard_all_) transaction_.discarded = true;
+    }
+    transaction_.active = true;
     reply(replies::kSenderOk);
 }
 
@@ -726,9 +814,26 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
         // Not a client error: RFC 5321 4.5.3.1.10 expects the client to send the rest later.
         co_return reply(replies::kTooManyRecipients, false);
     }
-    // An authenticated user with a route of its own ([user.NAME] route) takes it.
+    filters::Transaction& filtered = transaction_.filtered;
+    filters::Address filter_rcpt;
+    if (ctx_.chain && ctx_.chain->handles(filters::Stage::kRcptTo)) {
+        filter_rcpt = filter_recipient(parsed.value);
+        if (!co_await run_filters(filters::Stage::kRcptTo, &filter_rcpt)) co_return;
+        if (last_verdict_.action == filters::Action::kDiscard) {
+            // Answered as accepted; this recipient gets nothing.
+            log(LogLevel::kInfo, "discarded",
+                {{"conn", id_}, {"queue_id", filtered.id}, {"rcpt", filter_rcpt.address},
+                 {"reason", last_verdict_.reason}});
+            ++transaction_.rcpt_attempts;
+            ++transaction_.discarded_rcpts;
+            co_return reply(replies::kRecipientOk);
+        }
+    }
+    // A route chosen by a filter (tx:route) comes first, then an authenticated user's own
+    // route ([user.NAME] route), then the rules.
     const std::string& route_name =
-        user_options_ && !user_options_->route.empty()
+        !filtered.route.empty() ? filtered.route
+        : user_options_ && !user_options_->route.empty()
             ? user_options_->route
             : ctx_.routes.select(ctx_.listener, transaction_.mail.sender.domain,
                                  parsed.value.recipient.domain);
@@ -739,8 +844,22 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     }
     transaction_.route = &route;
     ++transaction_.rcpt_attempts;
-    if (relaying()) co_return co_await relay_rcpt(parsed.value);
+    if (ctx_.chain) {
+        if (filter_rcpt.address.empty()) filter_rcpt = filter_recipient(parsed.value);
+    }
+    if (relaying() && !transaction_.discarded) {
+        const size_t before = transaction_.recipients.size();
+        co_await relay_rcpt(parsed.value);
+        if (ctx_.chain && transaction_.recipients.size() > before) {
+            filtered.rcpts.push_back(std::move(filter_rcpt));
+            // The upstream transaction is open: its route is fixed now.
+            filtered.route_locked = true;
+            filtered.route = route.name;
+        }
+        co_return;
+    }
     transaction_.recipients.push_back(std::move(parsed.value));
+    if (ctx_.chain) filtered.rcpts.push_back(std::move(filter_rcpt));
     reply(replies::kRecipientOk);
 }
 
@@ -868,7 +987,10 @@ asio::awaitable<void> Session::on_data(std::string_view args) {
     if (!args.empty()) co_return reply(replies::kNoArguments);
     if (!transaction_.active) co_return reply(replies::kNeedMail);
     if (transaction_.bdat_started) co_return reply(replies::kBdatInProgress);
-    if (transaction_.recipients.empty()) {
+    if (transaction_.recipients.empty() && transaction_.discarded_rcpts > 0) {
+        transaction_.discarded = true;  // every recipient was discarded: so is the message
+    }
+    if (transaction_.recipients.empty() && !transaction_.discarded) {
         co_return reply(transaction_.rcpt_attempts ? replies::kNoValidRecipients
                                                    : replies::kNeedRcpt);
     }
@@ -930,13 +1052,15 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
         error = replies::kBdatNeedsEhlo;  // CHUNKING is advertised to EHLO only (RFC 3030 2)
     } else if (!transaction_.active) {
         error = replies::kNeedMail;
-    } else if (transaction_.recipients.empty()) {
+    } else if (transaction_.recipients.empty() && transaction_.discarded_rcpts == 0 &&
+               !transaction_.discarded) {
         error = transaction_.rcpt_attempts ? replies::kNoValidRecipients : replies::kNeedRcpt;
     } else if (transaction_.bdat_error) {
         error = transaction_.bdat_error;
     }
     const bool repeated_error = transaction_.bdat_error.has_value();
     if (!error && !transaction_.bdat_started) {
+        if (transaction_.recipients.empty()) transaction_.discarded = true;  // all discarded
         transaction_.bdat_started = true;
         body_.clear();
         transaction_.chunk_reader = std::make_unique<smtp::DataReader>(
@@ -1038,6 +1162,121 @@ std::optional<smtp::Reply> Session::header_from_refusal(std::string_view message
     return std::nullopt;
 }
 
+asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::Address* rcpt,
+                                           filters::Message* message) {
+    using filters::Action;
+    filters::HookContext hook;
+    hook.stage = stage;
+    hook.conn = &filter_conn_;
+    const bool in_transaction = stage >= filters::Stage::kMailFrom;
+    hook.tx = in_transaction ? &transaction_.filtered : nullptr;
+    hook.rcpt = rcpt;
+    hook.message = message;
+    filters::Verdict v = co_await ctx_.chain->run(hook);
+    if (v.action == Action::kContinue || v.action == Action::kAccept) co_return true;
+    last_verdict_ = v;
+    if (v.action == Action::kDiscard) {
+        // At rcpt_to only that recipient goes (the caller sees last_verdict_); before a
+        // transaction, every message of the connection.
+        if (!in_transaction) discard_all_ = true;
+        if (stage == filters::Stage::kMailFrom || stage == filters::Stage::kData) {
+            transaction_.discarded = true;
+        }
+        co_return true;
+    }
+    smtp::Reply out{v.reply->code, v.reply->enhanced, v.reply->text};
+    if (stage == filters::Stage::kConnect) {
+        // In place of the greeting only 554 and 421 are meaningful (RFC 5321 3.1, 3.8).
+        out.code = out.code / 100 == 5 ? 554 : 421;
+        closing_ = true;
+    }
+    if (v.action == Action::kDisconnect) {
+        end_reason_ = "disconnected by filter";
+        closing_ = true;
+    }
+    reply(out);
+    co_return false;
+}
+
+asio::awaitable<bool> Session::filter_message(uint64_t size) {
+    Transaction& t = transaction_;
+    filters::Transaction& f = t.filtered;
+    if (t.discarded) co_return true;
+    const bool streamed = t.stream_started;
+    std::string_view whole = body_;
+    const size_t header_length =
+        streamed ? t.saved_header.size() : filters::HeaderBlock::header_length(whole);
+    filters::Message message;
+    message.headers =
+        filters::HeaderBlock(streamed ? std::string_view(t.saved_header) : whole.substr(0, header_length));
+    const size_t blank = whole.substr(header_length, 2) == "\r\n" ? 2 : 0;
+    message.body = streamed ? std::string_view() : whole.substr(header_length + blank);
+    message.body_size = size > header_length + blank ? size - header_length - blank : 0;
+    message.body_complete = !streamed;
+    f.size = size;
+    f.live = relaying();
+    // A passthrough listener's messages cannot change route at the end: the choice of
+    // relaying or storing was made at RCPT.
+    if (ctx_.listener.delivery == config::DeliveryMode::kPassthrough) f.route_locked = true;
+    if (ctx_.chain->handles(filters::Stage::kData) &&
+        !co_await run_filters(filters::Stage::kData, nullptr, &message)) {
+        if (t.upstream) {
+            // Refused before the upstream saw the end of the data: it must never deliver it.
+            t.upstream->close();
+            t.upstream.release();
+        }
+        co_return false;
+    }
+    if (t.discarded) co_return true;
+    if (message.headers.changed() && !streamed) {
+        std::string rest = body_.substr(header_length);
+        body_ = message.headers.text();
+        body_ += rest;
+    }
+    for (const filters::RecipientChange& c : f.rcpt_changes) {
+        if (c.add) {
+            smtp::PathParse parsed = smtp::parse_path("<" + c.address + ">", smtp::PathOptions{});
+            if (parsed.error != smtp::AddressError::kNone ||
+                parsed.consumed != c.address.size() + 2) {
+                log(LogLevel::kWarn, "filter_rcpt_invalid",
+                    {{"conn", id_}, {"queue_id", f.id}, {"rcpt", c.address}});
+                continue;
+            }
+            const bool known = std::any_of(t.recipients.begin(), t.recipients.end(), [&](const auto& r) {
+                return iequal(r.recipient.mailbox(), c.address);
+            });
+            if (known) continue;
+            smtp::RcptTo added;
+            added.recipient = parsed.address;
+            t.recipients.push_back(std::move(added));
+        } else {
+            std::erase_if(t.recipients,
+                          [&](const auto& r) { return iequal(r.recipient.mailbox(), c.address); });
+        }
+    }
+    if (!f.rcpt_changes.empty()) {
+        f.rcpts.clear();
+        for (const smtp::RcptTo& r : t.recipients) f.rcpts.push_back(filter_recipient(r));
+        f.rcpt_changes.clear();
+        if (t.recipients.empty()) {
+            t.discarded = true;
+            last_verdict_ = filters::Verdict{};
+            last_verdict_.reason = "every recipient removed by a filter";
+        }
+    }
+    if (!f.route.empty() && t.route && f.route != t.route->name) {
+        t.route = &ctx_.config.routes.at(f.route);
+    }
+    co_return true;
+}
+
+void Session::notify_filters(filters::Event event, const std::string& reply_text) {
+    filters::DeliveryResult result;
+    result.reply = reply_text;
+    result.route = transaction_.route ? transaction_.route->name : std::string();
+    ctx_.chain->notify(event, &filter_conn_, transaction_.filtered, result);
+}
+
 asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& reader) {
     if (auto refusal = content_refusal(reader.flags(), ctx_.listener.bare_lf)) {
         reply(*refusal);
@@ -1052,6 +1291,23 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& read
         reply(*transaction_.header_refusal);
         reset_transaction();
         co_return;
+    }
+    if (ctx_.chain && !co_await filter_message(reader.size())) co_return reset_transaction();
+    if (transaction_.discarded) {
+        // Answered as if stored; nothing is kept (a filter's decision, logged).
+        if (transaction_.upstream) {
+            transaction_.upstream->close();  // an unfinished DATA upstream is never delivered
+            transaction_.upstream.release();
+        }
+        make_envelope();
+        log(LogLevel::kInfo, "discarded",
+            {{"conn", id_},
+             {"queue_id", transaction_.queue_id},
+             {"from", transaction_.mail.sender.mailbox()},
+             {"nrcpt", transaction_.recipients.size()},
+             {"reason", last_verdict_.reason}});
+        reply({250, "2.0.0", "Ok: queued as " + transaction_.queue_id});
+        co_return reset_transaction();
     }
     queue::Envelope envelope = make_envelope();
     std::string header = received_header(envelope, ctx_.config.server.hostname);
@@ -1092,6 +1348,11 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
     };
     if (!t.stream_started) {
         t.stream_started = true;
+        if (ctx_.chain && ctx_.chain->handles(filters::Stage::kData)) {
+            // The data stage runs at the end, when this is long gone upstream: it sees the
+            // header section (and, of the body, only what is still held then).
+            t.saved_header = body_.substr(0, filters::HeaderBlock::header_length(body_));
+        }
         queue::Envelope envelope = make_envelope();
         upstream::ClientReply r = co_await t.upstream->start_message(
             received_header(envelope, ctx_.config.server.hostname));
@@ -1148,7 +1409,11 @@ asio::awaitable<void> Session::store_message(queue::Envelope& envelope, const st
         const std::string id = envelope.queue_id;
         m.envelope = std::move(envelope);
         ctx_.scheduler->submit(std::move(m));
+        if (ctx_.chain) notify_filters(filters::Event::kQueued, "250 2.0.0 Ok: queued as " + id);
         co_return reply({250, "2.0.0", "Ok: queued as " + id});
+    }
+    if (ctx_.chain) {
+        notify_filters(filters::Event::kQueued, "250 2.0.0 Ok: queued as " + envelope.queue_id);
     }
     reply({250, "2.0.0", "Ok: queued as " + envelope.queue_id});
 }
@@ -1218,6 +1483,16 @@ asio::awaitable<void> Session::relay_message(queue::Envelope& envelope, const st
              {"upstream", t.route->upstream},
              {"host", t.upstream->peer()},
              {"reply", upstream::describe(result.reply)}});
+    if (ctx_.chain) {
+        // Passthrough: the upstream took it for every recipient it accepted at RCPT.
+        filters::DeliveryResult delivered;
+        delivered.reply = upstream::describe(result.reply);
+        delivered.route = t.route->name;
+        for (const filters::Address& r : t.filtered.rcpts) {
+            delivered.rcpt = r.address;
+            ctx_.chain->notify(filters::Event::kDelivered, &filter_conn_, t.filtered, delivered);
+        }
+    }
     relay_reply(result.reply);
 }
 

@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "filters/chain.hpp"
 #include "proxy/config/config.hpp"
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/queue/scheduler.hpp"
@@ -72,6 +73,7 @@ struct ListenerContext {
     const StorageGuard* storage;  // the free-space floor
     ListenerTls* tls;             // the listener's certificate (null without tls)
     AuthContext* auth;            // null without [auth]
+    filters::Chain* chain;        // null without [[filter]]
 };
 
 class Session;
@@ -137,6 +139,11 @@ class Session {
         // Given once, when the message is first needed (stream start or end of data).
         std::string queue_id;
         std::chrono::system_clock::time_point received_at;
+        // What the filters see and change (tags, notes, route, recipient changes).
+        filters::Transaction filtered;
+        bool discarded = false;     // a filter said discard: answered as accepted, not stored
+        unsigned discarded_rcpts = 0;  // recipients a filter discarded at RCPT
+        std::string saved_header;  // passthrough: the header section, for the data stage
     };
 
     // Reads up to `chunk` more octets into in_, waiting at most `timeout` (or until `deadline`).
@@ -160,8 +167,16 @@ class Session {
     asio::awaitable<void> process_buffered();
     asio::awaitable<void> dispatch(const std::string& line);
 
-    void on_helo(std::string_view args, bool extended);
-    void on_mail(std::string_view args);
+    asio::awaitable<void> on_helo(std::string_view args, bool extended);
+    asio::awaitable<void> on_mail(std::string_view args);
+    // Runs the filter chain at a stage. True: go on (continue or accept); false: the verdict's
+    // reply is given (and the session closes on a disconnect).
+    asio::awaitable<bool> run_filters(filters::Stage stage, const filters::Address* rcpt = nullptr,
+                                      filters::Message* message = nullptr);
+    // The data stage before storage or the final relay: false when the message goes no further
+    // (the reply is given).
+    asio::awaitable<bool> filter_message(uint64_t size);
+    void notify_filters(filters::Event event, const std::string& reply);
     asio::awaitable<void> on_rcpt(std::string_view args);
     // RCPT through the transaction's upstream: opens the upstream transaction at the first one.
     asio::awaitable<void> relay_rcpt(const smtp::RcptTo& rcpt);
@@ -191,6 +206,7 @@ class Session {
     // The transaction goes live through an upstream (passthrough), not into storage.
     bool relaying() const {
         return transaction_.route && !transaction_.route->upstream.empty() &&
+               !transaction_.discarded &&
                ctx_.listener.delivery == config::DeliveryMode::kPassthrough;
     }
     bool stop_now() const { return force_stop_ || (draining_ && !transaction_.active); }
@@ -223,6 +239,9 @@ class Session {
     smtp::Verb current_verb_ = smtp::Verb::kUnknown;
 
     std::string helo_;
+    filters::Connection filter_conn_;  // the connection as filters see it
+    filters::Verdict last_verdict_;    // of the last run_filters that refused
+    bool discard_all_ = false;         // a filter said discard before any transaction
     std::string user_;  // authenticated as (empty: not)
     const config::UserConfig* user_options_ = nullptr;
     bool greeted_ = false;
