@@ -10,7 +10,9 @@ namespace postern::filters {
 using config::LogLevel;
 using observe::log;
 
-void Chain::add(Entry entry) { entries_.push_back(std::move(entry)); }
+void Chain::add(Entry entry) {
+    entries_.push_back(std::move(entry));
+}
 
 bool Chain::handles(Stage stage) const {
     for (const Entry& e : entries_) {
@@ -47,7 +49,8 @@ boost::asio::awaitable<Verdict> Chain::run(HookContext& ctx) {
                                  v.action == Action::kDisconnect;
         if (!v.failure && needs_reply) {
             if (!v.reply) v.reply = default_reply(v.action);
-            if (auto problem = check_reply(v.action, *v.reply)) v.failure = "bad verdict: " + *problem;
+            if (auto problem = check_reply(v.action, *v.reply))
+                v.failure = "bad verdict: " + *problem;
         }
         if (v.failure) {
             log(LogLevel::kError, "filter_failed",

@@ -86,8 +86,8 @@ struct Transaction {
     const Connection* conn = nullptr;
     std::string id;  // the queue id the message will have
     Address mail_from;
-    std::vector<Address> rcpts;  // accepted so far (rcpt_to: the ones before this one)
-    uint64_t size = 0;           // declared SIZE until data, then the message's size
+    std::vector<Address> rcpts;               // accepted so far (rcpt_to: the ones before this one)
+    uint64_t size = 0;                        // declared SIZE until data, then the message's size
     std::map<std::string, std::string> tags;  // seen by later filters and in the log
     std::map<std::string, NoteValue> notes;   // per-transaction state kept between hooks
     std::string route;                        // set by a filter: overrides route selection

@@ -13,7 +13,9 @@ bool iequals(std::string_view a, std::string_view b) {
            });
 }
 
-bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+bool is_wsp(char c) {
+    return c == ' ' || c == '\t';
+}
 
 // The value of a raw field: after the colon, continuation line ends removed, trimmed.
 std::string unfold(std::string_view raw) {
@@ -115,8 +117,9 @@ bool HeaderBlock::add(std::string_view name, std::string_view value, std::string
 
 bool HeaderBlock::set(std::string_view name, std::string_view value, std::string& error) {
     if (!valid(name, value, error)) return false;
-    auto it = std::find_if(fields_.begin(), fields_.end(),
-                           [&](const Field& f) { return !f.name.empty() && iequals(f.name, name); });
+    auto it = std::find_if(fields_.begin(), fields_.end(), [&](const Field& f) {
+        return !f.name.empty() && iequals(f.name, name);
+    });
     if (it == fields_.end()) return add(name, value, error);
     it->raw = std::string(name) + ": " + std::string(value) + "\r\n";
     it->name = std::string(name);
@@ -132,7 +135,8 @@ bool HeaderBlock::set(std::string_view name, std::string_view value, std::string
 
 size_t HeaderBlock::remove(std::string_view name) {
     size_t before = fields_.size();
-    std::erase_if(fields_, [&](const Field& f) { return !f.name.empty() && iequals(f.name, name); });
+    std::erase_if(fields_,
+                  [&](const Field& f) { return !f.name.empty() && iequals(f.name, name); });
     size_t removed = before - fields_.size();
     if (removed) changed_ = true;
     return removed;

@@ -5,12 +5,12 @@
 // raises an error instead of touching a transaction that is gone.
 #include "filters/lua/lua_bindings.hpp"
 
-#include <lua.hpp>
 #include <openssl/evp.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
 #include <cstring>
+#include <lua.hpp>
 #include <sstream>
 
 #include "proxy/config/cidr.hpp"
@@ -47,8 +47,7 @@ void push_handle(lua_State* L, const char* meta, void* target, bool read_only = 
 Handle& check_handle(lua_State* L, int index, const char* meta, const char* what) {
     auto* h = static_cast<Handle*>(luaL_checkudata(L, index, meta));
     if (h->serial != LuaState::of(L).serial() || !h->target) {
-        luaL_error(L, "%s used after the hook call it was given to (keep state in tx.notes)",
-                   what);
+        luaL_error(L, "%s used after the hook call it was given to (keep state in tx.notes)", what);
     }
     return *h;
 }
@@ -83,8 +82,7 @@ void trace_change(lua_State* L, const std::string& what) {
 // --- conn ----------------------------------------------------------------------------------
 
 int conn_index(lua_State* L) {
-    const auto& c =
-        *static_cast<const Connection*>(check_handle(L, 1, kConnMeta, "conn").target);
+    const auto& c = *static_cast<const Connection*>(check_handle(L, 1, kConnMeta, "conn").target);
     std::string_view key = check_view(L, 2);
     auto push = [&](const std::string& s) { lua_pushlstring(L, s.data(), s.size()); };
     if (key == "ip") {
@@ -235,7 +233,9 @@ int map_next(lua_State* L, const char* meta, const char* what,
     return 2;
 }
 
-void push_tag_value(lua_State* L, const std::string& v) { lua_pushlstring(L, v.data(), v.size()); }
+void push_tag_value(lua_State* L, const std::string& v) {
+    lua_pushlstring(L, v.data(), v.size());
+}
 
 int tags_next(lua_State* L) {
     return map_next<std::map<std::string, std::string>>(L, kTagsMeta, "tx.tags", push_tag_value);
@@ -274,8 +274,9 @@ int tx_route(lua_State* L) {
                           known.c_str());
     }
     if (tx.route_locked && name != tx.route) {
-        return luaL_error(L, "tx:route: the route cannot change once a recipient went upstream "
-                             "(delivery = \"passthrough\")");
+        return luaL_error(L,
+                          "tx:route: the route cannot change once a recipient went upstream "
+                          "(delivery = \"passthrough\")");
     }
     trace_change(L, "route " + name);
     tx.route = std::move(name);
@@ -299,8 +300,9 @@ int tx_add_rcpt(lua_State* L) {
     Transaction& tx = check_writable_tx(L, 1, "tx:add_rcpt");
     std::string address = check_recipient(L, 2, "tx:add_rcpt");
     if (tx.live) {
-        return luaL_error(L, "tx:add_rcpt needs delivery = \"queue\" (in passthrough the "
-                             "recipients go upstream as the client sends them)");
+        return luaL_error(L,
+                          "tx:add_rcpt needs delivery = \"queue\" (in passthrough the "
+                          "recipients go upstream as the client sends them)");
     }
     trace_change(L, "recipient added " + address);
     tx.rcpt_changes.push_back(RecipientChange{true, std::move(address)});
@@ -311,8 +313,9 @@ int tx_remove_rcpt(lua_State* L) {
     Transaction& tx = check_writable_tx(L, 1, "tx:remove_rcpt");
     std::string address = check_recipient(L, 2, "tx:remove_rcpt");
     if (tx.live) {
-        return luaL_error(L, "tx:remove_rcpt needs delivery = \"queue\" (in passthrough the "
-                             "recipients go upstream as the client sends them)");
+        return luaL_error(L,
+                          "tx:remove_rcpt needs delivery = \"queue\" (in passthrough the "
+                          "recipients go upstream as the client sends them)");
     }
     trace_change(L, "recipient removed " + address);
     tx.rcpt_changes.push_back(RecipientChange{false, std::move(address)});
@@ -366,8 +369,10 @@ Message& check_msg(lua_State* L) {
 void check_editable(lua_State* L, const char* what) {
     const HookContext* hook = LuaState::of(L).hook();
     if (hook && hook->tx && hook->tx->live) {
-        luaL_error(L, "%s needs delivery = \"queue\" (in passthrough the message is already on "
-                      "its way upstream)", what);
+        luaL_error(L,
+                   "%s needs delivery = \"queue\" (in passthrough the message is already on "
+                   "its way upstream)",
+                   what);
     }
 }
 
@@ -400,8 +405,12 @@ int msg_edit(lua_State* L, bool set) {
                         std::string(check_view(L, 2)) + ": " + std::string(check_view(L, 3)));
     return 0;
 }
-int msg_add_header(lua_State* L) { return msg_edit(L, false); }
-int msg_set_header(lua_State* L) { return msg_edit(L, true); }
+int msg_add_header(lua_State* L) {
+    return msg_edit(L, false);
+}
+int msg_set_header(lua_State* L) {
+    return msg_edit(L, true);
+}
 
 int msg_remove_header(lua_State* L) {
     Message& m = check_msg(L);
@@ -493,8 +502,7 @@ int verdict_reject(lua_State* L) {
     return make_verdict(L, Action::kReject, 550, "5.7.1", "Rejected by policy", "postern.reject");
 }
 int verdict_tempfail(lua_State* L) {
-    return make_verdict(L, Action::kTempfail, 451, "4.7.1", "Try again later",
-                        "postern.tempfail");
+    return make_verdict(L, Action::kTempfail, 451, "4.7.1", "Try again later", "postern.tempfail");
 }
 int verdict_disconnect(lua_State* L) {
     return make_verdict(L, Action::kDisconnect, 421, "4.7.0", "Closing connection",
@@ -512,8 +520,12 @@ int verdict_simple(lua_State* L, Action action) {
     luaL_setmetatable(L, kVerdictMeta);
     return 1;
 }
-int verdict_accept(lua_State* L) { return verdict_simple(L, Action::kAccept); }
-int verdict_discard(lua_State* L) { return verdict_simple(L, Action::kDiscard); }
+int verdict_accept(lua_State* L) {
+    return verdict_simple(L, Action::kAccept);
+}
+int verdict_discard(lua_State* L) {
+    return verdict_simple(L, Action::kDiscard);
+}
 
 // --- postern.on, log, match, hash ---------------------------------------------------------------
 
@@ -524,8 +536,10 @@ int postern_on(lua_State* L) {
     if (!state.loading()) return luaL_error(L, "postern.on: handlers are registered at load time");
     int slot = slot_by_name(event);
     if (slot < 0) {
-        return luaL_error(L, "postern.on: unknown event \"%s\" (connect, helo, auth, mail_from, "
-                             "rcpt_to, data, queued, delivered, failed)", event.c_str());
+        return luaL_error(L,
+                          "postern.on: unknown event \"%s\" (connect, helo, auth, mail_from, "
+                          "rcpt_to, data, queued, delivered, failed)",
+                          event.c_str());
     }
     lua_Debug ar;
     lua_pushvalue(L, 2);
@@ -546,9 +560,15 @@ int log_at(lua_State* L, int level) {
     LuaState::of(L).log_line(level, line);
     return 0;
 }
-int log_info(lua_State* L) { return log_at(L, 0); }
-int log_warn(lua_State* L) { return log_at(L, 1); }
-int log_error(lua_State* L) { return log_at(L, 2); }
+int log_info(lua_State* L) {
+    return log_at(L, 0);
+}
+int log_warn(lua_State* L) {
+    return log_at(L, 1);
+}
+int log_error(lua_State* L) {
+    return log_at(L, 2);
+}
 
 // Calls fn for each string of the list at `index` (a table of strings, or one string).
 template <typename Fn>
@@ -666,7 +686,9 @@ void new_metatable(lua_State* L, const char* name, lua_CFunction index, lua_CFun
     lua_pop(L, 1);
 }
 
-int no_fields(lua_State* L) { return luaL_error(L, "this object is read-only"); }
+int no_fields(lua_State* L) {
+    return luaL_error(L, "this object is read-only");
+}
 
 void set_functions(lua_State* L, std::initializer_list<std::pair<const char*, lua_CFunction>> fns) {
     for (const auto& [name, fn] : fns) {
@@ -733,7 +755,9 @@ void push_address(lua_State* L, const Address& a) {
     lua_setfield(L, -2, "params");
 }
 
-void push_message(lua_State* L, Message* message) { push_handle(L, kMsgMeta, message); }
+void push_message(lua_State* L, Message* message) {
+    push_handle(L, kMsgMeta, message);
+}
 
 void push_result(lua_State* L, Event event, const DeliveryResult& result) {
     lua_createtable(L, 0, 4);

@@ -68,7 +68,9 @@ bool LuaFilter::load(std::string& error) {
     return true;
 }
 
-bool LuaFilter::reload(std::string& error) { return load(error); }
+bool LuaFilter::reload(std::string& error) {
+    return load(error);
+}
 
 bool LuaFilter::handles(Stage stage) const {
     return handled_.load(std::memory_order_relaxed) & (1u << slot_of(stage));
@@ -121,7 +123,9 @@ Verdict LuaFilter::run(HookContext& ctx) {
     return verdict;
 }
 
-boost::asio::awaitable<Verdict> LuaFilter::on_stage(HookContext& ctx) { co_return run(ctx); }
+boost::asio::awaitable<Verdict> LuaFilter::on_stage(HookContext& ctx) {
+    co_return run(ctx);
+}
 
 void LuaFilter::notify_traced(Event event, const Connection* conn, const Transaction& tx,
                               const DeliveryResult& result, std::vector<std::string>* trace) {

@@ -14,10 +14,10 @@
 namespace postern::filters::lua {
 
 struct LuaFilterOptions {
-    std::string name;         // the [[filter]] name, for logs
-    std::string script;       // path of the script
+    std::string name;                      // the [[filter]] name, for logs
+    std::string script;                    // path of the script
     std::vector<std::string> module_dirs;  // for require(); default: the script's directory
-    std::string config_toml;  // the filter's `config` table, as TOML text
+    std::string config_toml;               // the filter's `config` table, as TOML text
     std::set<std::string> routes;
     LuaLimits limits;
 };
@@ -52,7 +52,7 @@ class LuaFilter : public Filter {
 
     const LuaFilterOptions options_;
     std::mutex mutex_;
-    std::shared_ptr<const ScriptSource> source_;  // guarded by mutex_
+    std::shared_ptr<const ScriptSource> source_;   // guarded by mutex_
     std::vector<std::unique_ptr<LuaState>> idle_;  // guarded by mutex_
     std::atomic<uint32_t> handled_{0};             // bit per slot with at least one handler
     std::atomic<uint64_t> calls_{0};

@@ -3,11 +3,10 @@
 // views, the string metatable is locked, and only text chunks load.
 #include "filters/lua/lua_state.hpp"
 
-#include <lua.hpp>
-
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <lua.hpp>
 #include <sstream>
 
 #include "filters/lua/lua_bindings.hpp"
@@ -35,7 +34,9 @@ void* allocate(void* ud, void* ptr, size_t osize, size_t nsize) {
     return p;
 }
 
-void count_hook(lua_State* L, lua_Debug* ar) { LuaState::of(L).charge(L, ar); }
+void count_hook(lua_State* L, lua_Debug* ar) {
+    LuaState::of(L).charge(L, ar);
+}
 
 // --- the safe base functions ------------------------------------------------------------------
 
@@ -180,8 +181,10 @@ int safe_require(lua_State* L) {
         lua_setfield(L, -3, name.c_str());  // into postern.loaded
         return 1;
     }
-    return luaL_error(L, "module '%s' not found (looked in: %s); only Lua modules from the "
-                      "script directories can be required", name.c_str(), looked.c_str());
+    return luaL_error(L,
+                      "module '%s' not found (looked in: %s); only Lua modules from the "
+                      "script directories can be required",
+                      name.c_str(), looked.c_str());
 }
 
 int read_only_error(lua_State* L) {
@@ -236,8 +239,12 @@ void make_read_only(lua_State* L, int index) {
     lua_replace(L, index);
 }
 
-int slot_of(Stage stage) { return static_cast<int>(stage); }
-int slot_of(Event event) { return kStageCount + static_cast<int>(event); }
+int slot_of(Stage stage) {
+    return static_cast<int>(stage);
+}
+int slot_of(Event event) {
+    return kStageCount + static_cast<int>(event);
+}
 
 const char* slot_name(int slot) {
     if (slot < kStageCount) return stage_name(static_cast<Stage>(slot));
@@ -251,7 +258,9 @@ int slot_by_name(std::string_view name) {
     return -1;
 }
 
-LuaState& LuaState::of(lua_State* L) { return **static_cast<LuaState**>(lua_getextraspace(L)); }
+LuaState& LuaState::of(lua_State* L) {
+    return **static_cast<LuaState**>(lua_getextraspace(L));
+}
 
 LuaState::LuaState(std::shared_ptr<const ScriptSource> source) : source_(std::move(source)) {}
 

@@ -113,8 +113,8 @@ struct Runner {
     static std::string describe(const filters::Verdict& v) {
         std::string out = filters::action_name(v.action);
         if (v.reply) {
-            out += " " + std::to_string(v.reply->code) + " " + v.reply->enhanced + " " +
-                   v.reply->text;
+            out +=
+                " " + std::to_string(v.reply->code) + " " + v.reply->enhanced + " " + v.reply->text;
         }
         if (!v.reason.empty()) out += " (" + v.reason + ")";
         return out;
@@ -142,10 +142,11 @@ int finish(const filters::Verdict& v, const std::string& where) {
 
 int run_policy_command(const std::vector<std::string>& args) {
     if (args.empty() || args[0] != "test") {
-        return usage(args.empty() ? "missing subcommand (test)" : "unknown subcommand '" + args[0] + "'");
+        return usage(args.empty() ? "missing subcommand (test)"
+                                  : "unknown subcommand '" + args[0] + "'");
     }
     std::string script, eml, from, to, ip = "127.0.0.1", user, helo = "client.example",
-                                           listener = "default", script_config, config_file;
+                                       listener = "default", script_config, config_file;
     std::vector<std::string> tags;
     bool have_from = false, tls = false;
     for (size_t i = 1; i < args.size(); ++i) {

@@ -477,10 +477,14 @@ void read_listener(Walker& w, const toml::table& t, const std::string& path, Lis
     w.get_enum<smtp::BareLineEndPolicy>(t, "bare_lf", path, l.bare_lf,
                                         {{"reject", smtp::BareLineEndPolicy::kReject},
                                          {"normalize", smtp::BareLineEndPolicy::kNormalize}});
-    get_string_list(w, t, "tags", path, l.tags, [](const std::string& tag) {
-        return tag.empty() || tag.size() > 64 ? std::optional<std::string>("is not a tag of 1 to 64 characters")
-                                              : std::nullopt;
-    });
+    const toml::node* tags = t.get("tags");
+    const bool no_tags = tags && tags->is_array() && tags->as_array()->empty();  // the default
+    if (!no_tags)
+        get_string_list(w, t, "tags", path, l.tags, [](const std::string& tag) {
+            return tag.empty() || tag.size() > 64
+                       ? std::optional<std::string>("is not a tag of 1 to 64 characters")
+                       : std::nullopt;
+        });
     read_listener_tls(w, t, path, l);
 }
 
@@ -762,7 +766,8 @@ void read_filter(Walker& w, const toml::table& t, const std::string& path, Filte
     }
     if (const toml::node* n = t.get("config")) {
         if (!n->is_table()) {
-            w.error(n->source(), path + ".config", "expected a table (postern.config in the script)");
+            w.error(n->source(), path + ".config",
+                    "expected a table (postern.config in the script)");
         } else {
             std::ostringstream text;
             text << *n->as_table();
@@ -873,9 +878,11 @@ LoadResult walk(const toml::table& root, const std::string& name) {
                 FilterConfig f;
                 const toml::table& t = *node.as_table();
                 read_filter(w, t, path, f);
-                if (f.name.empty()) f.name = (f.type.empty() ? "filter" : f.type) + std::to_string(index);
+                if (f.name.empty())
+                    f.name = (f.type.empty() ? "filter" : f.type) + std::to_string(index);
                 if (!filter_names.insert(f.name).second) {
-                    w.error(t.source(), path + ".name", "filter name \"" + f.name + "\" is used twice");
+                    w.error(t.source(), path + ".name",
+                            "filter name \"" + f.name + "\" is used twice");
                 }
                 c.filters.push_back(std::move(f));
             }

@@ -287,6 +287,12 @@ void Scheduler::finish(const std::string& id, size_t thread, AttemptResult resul
             final_states.push_back(i);
         }
     }
+    if (outcome_) {
+        for (size_t i : final_states) {
+            outcome_(m.envelope, i, m.recipients[i].status == RecipientStatus::kDelivered,
+                     m.recipients[i].reply);
+        }
+    }
     if (!relayed.empty() && !m.envelope.mail_from.sender.null) {
         // The files may be gone by the time the notice is written: it gets the content now.
         auto content = m.content;

@@ -13,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -77,6 +78,12 @@ class Scheduler {
     // Removes the message from the queue and the spool without any notice to the sender.
     bool remove(const std::string& id);
 
+    // Called on the home thread for each recipient that reaches a final state (delivered or
+    // failed, expiry included); set before start(). The filter chain's notifications.
+    using OutcomeListener = std::function<void(const Envelope& envelope, size_t recipient,
+                                               bool delivered, const std::string& reply)>;
+    void on_outcome(OutcomeListener listener) { outcome_ = std::move(listener); }
+
   private:
     struct Route {
         unsigned active = 0;
@@ -108,6 +115,7 @@ class Scheduler {
     asio::io_context& home_;
     std::vector<DeliveryThread> threads_;
     const config::Config& config_;
+    OutcomeListener outcome_;
     Spool& spool_;
     QueueIdGenerator& ids_;
     asio::steady_timer wake_;

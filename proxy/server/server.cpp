@@ -78,7 +78,7 @@ struct ListenerState {
                   const std::map<std::string, upstream::Outbox*>& outboxes)
         : limits(listener.max_connections, listener.max_connections_per_ip),
           context{config,  listener, ids,     routes,  outboxes, limits,
-                  nullptr, nullptr,  nullptr, nullptr, nullptr, nullptr} {}
+                  nullptr, nullptr,  nullptr, nullptr, nullptr,  nullptr} {}
     ConnectionLimits limits;
     std::unique_ptr<ListenerTls> tls;  // before `context`, which points to it
     ListenerContext context;
@@ -118,7 +118,7 @@ struct Server::Impl {
     std::map<std::string, upstream::Outbox*> route_targets;
     // Per upstream: TLS context and host health, shared by the pools of every worker.
     std::map<std::string, std::unique_ptr<upstream::UpstreamShared>> upstreams;
-    std::unique_ptr<AuthContext> auth;  // with [auth]
+    std::unique_ptr<AuthContext> auth;      // with [auth]
     std::unique_ptr<filters::Chain> chain;  // with [[filter]]
     // The durable queue, when a queue-mode listener can reach an upstream route.
     std::unique_ptr<queue::Spool> spool;
@@ -270,9 +270,9 @@ asio::awaitable<void> Server::Impl::shutdown(int signal_number) {
             log(LogLevel::kInfo, "filter_stats",
                 {{"filter", e.name},
                  {"calls", calls},
-                 {"mean_us", calls ? static_cast<double>(lua->total_ns()) / 1000.0 /
-                                         static_cast<double>(calls)
-                                   : 0.0}});
+                 {"mean_us",
+                  calls ? static_cast<double>(lua->total_ns()) / 1000.0 / static_cast<double>(calls)
+                        : 0.0}});
         }
     }
     log(LogLevel::kInfo, "stopped", {{"sessions_left", active_sessions.load()}});
@@ -382,6 +382,20 @@ int Server::run() {
         }
     }
 
+    if (!config.filters.empty()) {
+        std::vector<std::string> errors;
+        s.chain = filters::build_chain(config, errors);
+        if (!s.chain) {
+            for (const std::string& e : errors) {
+                log(LogLevel::kError, "startup_failed", {{"error", e}});
+            }
+            return 1;
+        }
+        for (const auto& e : s.chain->entries()) {
+            log(LogLevel::kInfo, "filter_loaded", {{"filter", e.name}});
+        }
+    }
+
     s.storage = std::make_unique<StorageGuard>(config.server.min_free_space);
     for (const auto& [dir, outbox] : s.outboxes) s.storage->watch(dir);
     if (s.spool) s.storage->watch(s.spool->queue_dir());
@@ -406,6 +420,31 @@ int Server::run() {
               static_cast<int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                        std::chrono::steady_clock::now() - started)
                                        .count())}});
+        if (s.chain) {
+            // delivered / failed: the transaction as the queue kept it (tags and notes are
+            // not stored with the message).
+            filters::Chain* chain = s.chain.get();
+            s.scheduler->on_outcome([chain](const queue::Envelope& envelope, size_t index,
+                                            bool delivered, const std::string& reply) {
+                filters::Transaction tx;
+                tx.id = envelope.queue_id;
+                if (!envelope.mail_from.sender.null) {
+                    tx.mail_from =
+                        filters::Address::from_mailbox(envelope.mail_from.sender.mailbox());
+                }
+                for (const auto& r : envelope.recipients) {
+                    tx.rcpts.push_back(filters::Address::from_mailbox(r.recipient.mailbox()));
+                }
+                tx.route = envelope.route;
+                filters::DeliveryResult result;
+                result.rcpt = envelope.recipients.at(index).recipient.mailbox();
+                result.reply = reply;
+                result.route = envelope.route;
+                chain->notify(delivered ? filters::Event::kDelivered : filters::Event::kFailed,
+                              nullptr, tx, result);
+            });
+        }
+
         s.scheduler->start();
     }
 
@@ -420,20 +459,6 @@ int Server::run() {
         s.auth->users.store(users);
         log(LogLevel::kInfo, "users_loaded",
             {{"file", config.auth.users_file}, {"users", users->size()}});
-    }
-
-    if (!config.filters.empty()) {
-        std::vector<std::string> errors;
-        s.chain = filters::build_chain(config, errors);
-        if (!s.chain) {
-            for (const std::string& e : errors) {
-                log(LogLevel::kError, "startup_failed", {{"error", e}});
-            }
-            return 1;
-        }
-        for (const auto& e : s.chain->entries()) {
-            log(LogLevel::kInfo, "filter_loaded", {{"filter", e.name}});
-        }
     }
 
     if (config.admin.enabled) {

@@ -722,7 +722,9 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
         if (!co_await run_filters(filters::Stage::kAuth)) {
             filter_conn_.auth_user.clear();
             log(LogLevel::kWarn, "auth_refused",
-                {{"conn", id_}, {"client", client_text_}, {"user", user->name},
+                {{"conn", id_},
+                 {"client", client_text_},
+                 {"user", user->name},
                  {"reason", "refused by filter"}});
             co_return;
         }
@@ -776,8 +778,8 @@ asio::awaitable<void> Session::on_mail(std::string_view args) {
     if (user_options_ && !sender_allowed(user_options_->allowed_senders, parsed.value.sender)) {
         const std::string address = parsed.value.sender.null ? "<>" : parsed.value.sender.mailbox();
         co_return reply({553, "5.7.1",
-                      "Sender address <" + (parsed.value.sender.null ? "" : address) +
-                          "> is not owned by user " + user_});
+                         "Sender address <" + (parsed.value.sender.null ? "" : address) +
+                             "> is not owned by user " + user_});
     }
     transaction_.mail = std::move(parsed.value);
     if (ctx_.chain) {
@@ -822,7 +824,9 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
         if (last_verdict_.action == filters::Action::kDiscard) {
             // Answered as accepted; this recipient gets nothing.
             log(LogLevel::kInfo, "discarded",
-                {{"conn", id_}, {"queue_id", filtered.id}, {"rcpt", filter_rcpt.address},
+                {{"conn", id_},
+                 {"queue_id", filtered.id},
+                 {"rcpt", filter_rcpt.address},
                  {"reason", last_verdict_.reason}});
             ++transaction_.rcpt_attempts;
             ++transaction_.discarded_rcpts;
@@ -1207,8 +1211,8 @@ asio::awaitable<bool> Session::filter_message(uint64_t size) {
     const size_t header_length =
         streamed ? t.saved_header.size() : filters::HeaderBlock::header_length(whole);
     filters::Message message;
-    message.headers =
-        filters::HeaderBlock(streamed ? std::string_view(t.saved_header) : whole.substr(0, header_length));
+    message.headers = filters::HeaderBlock(streamed ? std::string_view(t.saved_header)
+                                                    : whole.substr(0, header_length));
     const size_t blank = whole.substr(header_length, 2) == "\r\n" ? 2 : 0;
     message.body = streamed ? std::string_view() : whole.substr(header_length + blank);
     message.body_size = size > header_length + blank ? size - header_length - blank : 0;
@@ -1242,9 +1246,9 @@ asio::awaitable<bool> Session::filter_message(uint64_t size) {
                     {{"conn", id_}, {"queue_id", f.id}, {"rcpt", c.address}});
                 continue;
             }
-            const bool known = std::any_of(t.recipients.begin(), t.recipients.end(), [&](const auto& r) {
-                return iequal(r.recipient.mailbox(), c.address);
-            });
+            const bool known = std::any_of(
+                t.recipients.begin(), t.recipients.end(),
+                [&](const auto& r) { return iequal(r.recipient.mailbox(), c.address); });
             if (known) continue;
             smtp::RcptTo added;
             added.recipient = parsed.address;

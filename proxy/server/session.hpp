@@ -141,9 +141,9 @@ class Session {
         std::chrono::system_clock::time_point received_at;
         // What the filters see and change (tags, notes, route, recipient changes).
         filters::Transaction filtered;
-        bool discarded = false;     // a filter said discard: answered as accepted, not stored
+        bool discarded = false;        // a filter said discard: answered as accepted, not stored
         unsigned discarded_rcpts = 0;  // recipients a filter discarded at RCPT
-        std::string saved_header;  // passthrough: the header section, for the data stage
+        std::string saved_header;      // passthrough: the header section, for the data stage
     };
 
     // Reads up to `chunk` more octets into in_, waiting at most `timeout` (or until `deadline`).
@@ -242,7 +242,7 @@ class Session {
     filters::Connection filter_conn_;  // the connection as filters see it
     filters::Verdict last_verdict_;    // of the last run_filters that refused
     bool discard_all_ = false;         // a filter said discard before any transaction
-    std::string user_;  // authenticated as (empty: not)
+    std::string user_;                 // authenticated as (empty: not)
     const config::UserConfig* user_options_ = nullptr;
     bool greeted_ = false;
     bool esmtp_ = false;

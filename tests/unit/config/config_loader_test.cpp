@@ -262,9 +262,80 @@ TEST(ConfigLoader, UnsupportedSectionReported) {
     }
 }
 
-TEST(ConfigLoader, OtherUnsupportedSections) {
-    LoadResult r = load(std::string(kMinimal) + "\n[[filter]]\nname = \"spf\"\n");
-    expect_error(r, "filter", 7, "not supported");
+TEST(ConfigLoader, FilterTypesOfLaterVersions) {
+    LoadResult r = load(std::string(kMinimal) + "\n[[filter]]\ntype = \"spf\"\n");
+    expect_error(r, "filter[0].type", 8, "not supported by this version");
+    r = load(std::string(kMinimal) + "\n[[filter]]\ntype = \"perl\"\n");
+    expect_error(r, "filter[0].type", 8, "is not a filter type (lua)");
+}
+
+TEST(ConfigLoader, LuaFilter) {
+    LoadResult r = load(std::string(kMinimal) + R"(
+[[filter]]
+type = "lua"
+script = "scripts/a.lua"
+
+[[filter]]
+type = "lua"
+name = "second"
+script = "scripts/b.lua"
+module_dirs = ["lib", "scripts"]
+on_error = "continue"
+timeout = "250ms"
+memory_limit = "8MiB"
+instruction_limit = 5000
+config = { deny = ["a.example"], limit = 3 }
+)");
+    ASSERT_TRUE(r.ok()) << dump(r);
+    ASSERT_EQ(r.config.filters.size(), 2u);
+    const FilterConfig& a = r.config.filters[0];
+    EXPECT_EQ(a.name, "lua1");
+    EXPECT_EQ(a.script, "scripts/a.lua");
+    EXPECT_FALSE(a.fail_open);
+    EXPECT_EQ(a.timeout, 1s);
+    EXPECT_EQ(a.memory_limit, 64u * 1024 * 1024);
+    EXPECT_EQ(a.instruction_limit, 10'000'000u);
+    EXPECT_TRUE(a.config_toml.empty());
+    const FilterConfig& b = r.config.filters[1];
+    EXPECT_EQ(b.name, "second");
+    EXPECT_EQ(b.module_dirs, (std::vector<std::string>{"lib", "scripts"}));
+    EXPECT_TRUE(b.fail_open);
+    EXPECT_EQ(b.timeout, 250ms);
+    EXPECT_EQ(b.memory_limit, 8u * 1024 * 1024);
+    EXPECT_EQ(b.instruction_limit, 5000u);
+    EXPECT_NE(b.config_toml.find("a.example"), std::string::npos) << b.config_toml;
+    EXPECT_NE(b.config_toml.find("limit = 3"), std::string::npos) << b.config_toml;
+}
+
+TEST(ConfigLoader, LuaFilterErrors) {
+    LoadResult r = load(std::string(kMinimal) + "\n[[filter]]\ntype = \"lua\"\n");
+    expect_error(r, "filter[0].script", 7, "needs its script");
+    r = load(std::string(kMinimal) +
+             "\n[[filter]]\ntype = \"lua\"\nscript = \"a.lua\"\non_error = \"ignore\"\n");
+    expect_error(r, "filter[0].on_error", 10, "tempfail | continue");
+    r = load(std::string(kMinimal) +
+             "\n[[filter]]\ntype = \"lua\"\nscript = \"a.lua\"\ninstruction_limit = 10\n");
+    expect_error(r, "filter[0].instruction_limit", 10, "at least 1000");
+    r = load(std::string(kMinimal) +
+             "\n[[filter]]\ntype = \"lua\"\nscript = \"a.lua\"\nconfig = 3\n");
+    expect_error(r, "filter[0].config", 10, "expected a table");
+    r = load(std::string(kMinimal) +
+             "\n[[filter]]\ntype = \"lua\"\nscript = \"a.lua\"\nscripts = \"x\"\n");
+    expect_error(r, "filter[0].scripts", 10, "did you mean \"script\"");
+    r = load(std::string(kMinimal) + "\n[[filter]]\ntype = \"lua\"\nscript = \"a.lua\"\n" +
+             "\n[[filter]]\ntype = \"lua\"\nscript = \"b.lua\"\nname = \"lua1\"\n");
+    expect_error(r, "filter[1].name", 11, "used twice");
+}
+
+TEST(ConfigLoader, ListenerTags) {
+    LoadResult r = load(with_listener("tags = [\"non-production\", \"eu\"]"));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_EQ(r.config.listeners[0].tags, (std::vector<std::string>{"non-production", "eu"}));
+    r = load(with_listener("tags = []"));
+    ASSERT_TRUE(r.ok()) << dump(r);
+    EXPECT_TRUE(r.config.listeners[0].tags.empty());
+    r = load(with_listener("tags = [\"\"]"));
+    expect_error(r, "listener[0].tags", 3, "tag of 1 to 64");
 }
 
 TEST(ConfigLoader, AdminDefaultsToLoopback) {
