@@ -101,7 +101,7 @@ void Chain::notify(Event event, const Connection* conn, const Transaction& tx,
             e.filter->notify(event, conn, tx, result);
         } catch (const std::exception& ex) {
             log(LogLevel::kError, "filter_failed",
-                {{"filter", e.name}, {"event", event_name(event)}, {"error", ex.what()}});
+                {{"filter", e.name}, {"notification", event_name(event)}, {"error", ex.what()}});
         }
     }
 }

@@ -16,6 +16,7 @@ std::unique_ptr<Chain> build_chain(const config::Config& config, std::vector<std
         options.module_dirs = f.module_dirs;
         options.config_toml = f.config_toml;
         options.routes = routes;
+        options.hostname = config.server.hostname;
         options.limits.memory = f.memory_limit;
         options.limits.instructions = f.instruction_limit;
         options.limits.timeout = f.timeout;

@@ -92,7 +92,9 @@ struct Transaction {
     std::map<std::string, NoteValue> notes;   // per-transaction state kept between hooks
     std::string route;                        // set by a filter: overrides route selection
     std::vector<RecipientChange> rcpt_changes;  // applied by the server before storage
-    std::optional<std::string> spf;             // results, once those filters have run
+    // A new envelope sender from a filter ("" for <>), applied by the server after the hook.
+    std::optional<std::string> new_mail_from;
+    std::optional<std::string> spf;  // results, once those filters have run
     std::optional<std::string> dkim;
     // Passthrough: the recipients and the message go upstream live, so a filter cannot change
     // recipients or headers, nor the route once a recipient was relayed.

@@ -296,6 +296,25 @@ std::string check_recipient(lua_State* L, int index, const char* what) {
     return std::string(a);
 }
 
+// The envelope sender: "" or "<>" for the null sender. Once the upstream transaction is open
+// (passthrough) the MAIL command is sent already.
+int tx_set_mail_from(lua_State* L) {
+    Transaction& tx = check_writable_tx(L, 1, "tx:set_mail_from");
+    std::string_view a = check_view(L, 2);
+    std::string address;
+    if (!a.empty() && a != "<>") address = check_recipient(L, 2, "tx:set_mail_from");
+    const HookContext* hook = LuaState::of(L).hook();
+    if (tx.route_locked || (tx.live && hook && hook->stage == Stage::kData)) {
+        return luaL_error(L,
+                          "tx:set_mail_from: MAIL FROM went upstream already (delivery = "
+                          "\"passthrough\"): change it at mail_from");
+    }
+    trace_change(L, "sender " + (address.empty() ? std::string("<>") : address));
+    tx.mail_from = address.empty() ? Address{} : Address::from_mailbox(address);
+    tx.new_mail_from = address;
+    return 0;
+}
+
 int tx_add_rcpt(lua_State* L) {
     Transaction& tx = check_writable_tx(L, 1, "tx:add_rcpt");
     std::string address = check_recipient(L, 2, "tx:add_rcpt");
@@ -305,6 +324,9 @@ int tx_add_rcpt(lua_State* L) {
                           "recipients go upstream as the client sends them)");
     }
     trace_change(L, "recipient added " + address);
+    const bool known = std::any_of(tx.rcpts.begin(), tx.rcpts.end(),
+                                   [&](const Address& r) { return r.address == address; });
+    if (!known) tx.rcpts.push_back(Address::from_mailbox(address));
     tx.rcpt_changes.push_back(RecipientChange{true, std::move(address)});
     return 0;
 }
@@ -318,6 +340,13 @@ int tx_remove_rcpt(lua_State* L) {
                           "recipients go upstream as the client sends them)");
     }
     trace_change(L, "recipient removed " + address);
+    std::erase_if(tx.rcpts, [&](const Address& r) {
+        return r.address.size() == address.size() &&
+               std::equal(r.address.begin(), r.address.end(), address.begin(), [](char x, char y) {
+                   return std::tolower(static_cast<unsigned char>(x)) ==
+                          std::tolower(static_cast<unsigned char>(y));
+               });
+    });
     tx.rcpt_changes.push_back(RecipientChange{false, std::move(address)});
     return 0;
 }
@@ -350,6 +379,10 @@ int tx_index(lua_State* L) {
         tx.conn ? push_handle(L, kConnMeta, const_cast<Connection*>(tx.conn)) : lua_pushnil(L);
     } else if (key == "route") {
         lua_pushcfunction(L, tx_route);
+    } else if (key == "passthrough") {
+        lua_pushboolean(L, tx.live);
+    } else if (key == "set_mail_from") {
+        lua_pushcfunction(L, tx_set_mail_from);
     } else if (key == "add_rcpt") {
         lua_pushcfunction(L, tx_add_rcpt);
     } else if (key == "remove_rcpt") {
@@ -733,6 +766,16 @@ void open_postern_module(lua_State* L, const ScriptSource& source) {
     lua_setfield(L, -2, "config");
     lua_pushstring(L, source.filter_name.c_str());
     lua_setfield(L, -2, "filter_name");
+    lua_pushstring(L, source.hostname.c_str());
+    lua_setfield(L, -2, "hostname");
+    lua_createtable(L, static_cast<int>(source.routes.size()), 0);
+    lua_Integer route_index = 1;
+    for (const std::string& r : source.routes) {
+        lua_pushstring(L, r.c_str());
+        lua_rawseti(L, -2, route_index++);
+    }
+    make_read_only(L, -1);
+    lua_setfield(L, -2, "routes");
     make_read_only(L, -1);
 }
 

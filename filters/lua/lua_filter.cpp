@@ -56,6 +56,7 @@ bool LuaFilter::load(std::string& error) {
     source->config_toml = options_.config_toml;
     source->routes = options_.routes;
     source->filter_name = options_.name;
+    source->hostname = options_.hostname;
     source->limits = options_.limits;
     std::unique_ptr<LuaState> state = LuaState::create(source, error);
     if (!state) return false;
@@ -135,7 +136,7 @@ void LuaFilter::notify_traced(Event event, const Connection* conn, const Transac
     if (!state) {
         observe::log(config::LogLevel::kError, "filter_failed",
                      {{"filter", options_.name},
-                      {"event", event_name(event)},
+                      {"notification", event_name(event)},
                       {"queue_id", tx.id},
                       {"error", "cannot build a Lua state: " + error}});
         return;

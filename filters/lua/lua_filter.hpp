@@ -19,6 +19,7 @@ struct LuaFilterOptions {
     std::vector<std::string> module_dirs;  // for require(); default: the script's directory
     std::string config_toml;               // the filter's `config` table, as TOML text
     std::set<std::string> routes;
+    std::string hostname;  // postern.hostname: the server's name ([server] hostname)
     LuaLimits limits;
 };
 

@@ -562,7 +562,7 @@ void LuaState::run_event(Event event, const Connection* conn, const Transaction&
             if (trace) trace->push_back("handler at " + h.where + ": error: " + error);
             observe::log(config::LogLevel::kError, "filter_failed",
                          {{"filter", source_->filter_name},
-                          {"event", event_name(event)},
+                          {"notification", event_name(event)},
                           {"queue_id", tx.id},
                           {"error", error}});
             if (damaged_) return;

@@ -41,6 +41,7 @@ struct ScriptSource {
     std::string config_toml;               // becomes postern.config
     std::set<std::string> routes;          // names tx:route() accepts
     std::string filter_name;
+    std::string hostname;
     LuaLimits limits;
     uint64_t generation = 0;
 };

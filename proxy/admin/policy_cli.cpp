@@ -317,9 +317,9 @@ int run_policy_command(const std::vector<std::string>& args) {
             std::cout << "  | " << line << "\n";
         }
     }
+    std::cout << "sender: <" << tx.mail_from.address << ">\n";
     std::cout << "recipients:";
     for (const auto& r : tx.rcpts) std::cout << " " << r.address;
-    for (const auto& c : tx.rcpt_changes) std::cout << " " << (c.add ? "+" : "-") << c.address;
     std::cout << "\n";
     if (!tx.route.empty()) std::cout << "route: " << tx.route << "\n";
     if (!tx.tags.empty()) {

@@ -798,7 +798,10 @@ asio::awaitable<void> Session::on_mail(std::string_view args) {
             transaction_ = Transaction{};
             co_return;
         }
-        if (discard_all_) transaction_.discarded = true;
+        if (discard_all_) {
+            transaction_.discarded = true;
+            transaction_.discard_reason = "the connection was discarded by a filter";
+        }
     }
     transaction_.active = true;
     reply(replies::kSenderOk);
@@ -1176,7 +1179,27 @@ asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::
     hook.tx = in_transaction ? &transaction_.filtered : nullptr;
     hook.rcpt = rcpt;
     hook.message = message;
+    last_verdict_ = filters::Verdict{};  // what callers read is this stage's verdict only
     filters::Verdict v = co_await ctx_.chain->run(hook);
+    if (in_transaction && transaction_.filtered.new_mail_from) {
+        // tx:set_mail_from: the script checked the form; parsed here as a client's would be.
+        const std::string address = *transaction_.filtered.new_mail_from;
+        transaction_.filtered.new_mail_from.reset();
+        smtp::PathOptions options;
+        options.allow_null = true;
+        smtp::PathParse parsed = smtp::parse_path("<" + address + ">", options);
+        if (parsed.error == smtp::AddressError::kNone && parsed.consumed == address.size() + 2) {
+            log(LogLevel::kInfo, "sender_rewritten",
+                {{"conn", id_},
+                 {"queue_id", transaction_.filtered.id},
+                 {"from", transaction_.mail.sender.mailbox()},
+                 {"to", parsed.address.mailbox()}});
+            transaction_.mail.sender = parsed.address;
+        } else {
+            log(LogLevel::kWarn, "filter_sender_invalid",
+                {{"conn", id_}, {"queue_id", transaction_.filtered.id}, {"from", address}});
+        }
+    }
     if (v.action == Action::kContinue || v.action == Action::kAccept) co_return true;
     last_verdict_ = v;
     if (v.action == Action::kDiscard) {
@@ -1185,6 +1208,7 @@ asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::
         if (!in_transaction) discard_all_ = true;
         if (stage == filters::Stage::kMailFrom || stage == filters::Stage::kData) {
             transaction_.discarded = true;
+            transaction_.discard_reason = v.reason;
         }
         co_return true;
     }
@@ -1264,8 +1288,7 @@ asio::awaitable<bool> Session::filter_message(uint64_t size) {
         f.rcpt_changes.clear();
         if (t.recipients.empty()) {
             t.discarded = true;
-            last_verdict_ = filters::Verdict{};
-            last_verdict_.reason = "every recipient removed by a filter";
+            t.discard_reason = "every recipient removed by a filter";
         }
     }
     if (!f.route.empty() && t.route && f.route != t.route->name) {
@@ -1309,7 +1332,7 @@ asio::awaitable<void> Session::complete_transaction(const smtp::DataReader& read
              {"queue_id", transaction_.queue_id},
              {"from", transaction_.mail.sender.mailbox()},
              {"nrcpt", transaction_.recipients.size()},
-             {"reason", last_verdict_.reason}});
+             {"reason", transaction_.discard_reason}});
         reply({250, "2.0.0", "Ok: queued as " + transaction_.queue_id});
         co_return reset_transaction();
     }

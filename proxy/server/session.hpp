@@ -143,6 +143,7 @@ class Session {
         filters::Transaction filtered;
         bool discarded = false;        // a filter said discard: answered as accepted, not stored
         unsigned discarded_rcpts = 0;  // recipients a filter discarded at RCPT
+        std::string discard_reason;    // for the log
         std::string saved_header;      // passthrough: the header section, for the data stage
     };
 
