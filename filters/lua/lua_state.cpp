@@ -193,11 +193,19 @@ int read_only_error(lua_State* L) {
                       key ? key : "this table");
 }
 
+// The iterator of a read-only view: the table behind it stays an upvalue, never handed out
+// (pairs returning `next, table` would give scripts the writable table).
+int read_only_next(lua_State* L) {
+    lua_settop(L, 2);
+    if (lua_next(L, lua_upvalueindex(1)) == 0) return 0;
+    return 2;
+}
+
 int read_only_pairs(lua_State* L) {
-    lua_getglobal(L, "next");
     lua_getmetatable(L, 1);
     lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
+    lua_pushcclosure(L, read_only_next, 1);
+    lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
 }
@@ -515,8 +523,10 @@ Verdict LuaState::run_stage(HookContext& ctx) {
         std::string error;
         bool ok = call(nargs, 1, h.where, error);
         Verdict v;
-        if (ok && !read_verdict(L, -1, v, error)) ok = false;
-        if (ok) lua_pop(L, 1);
+        if (ok) {
+            if (!read_verdict(L, -1, v, error)) ok = false;
+            lua_pop(L, 1);
+        }
         ++serial_;  // the handles given to this call are dead now
         hook_ = nullptr;
         if (!ok) {
