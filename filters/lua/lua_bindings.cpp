@@ -761,7 +761,14 @@ void open_postern_module(lua_State* L, const ScriptSource& source) {
     lua_setfield(L, -2, "hash");
 
     toml::table config;
-    if (!source.config_toml.empty()) config = toml::parse(std::string_view(source.config_toml));
+    if (!source.config_toml.empty()) {
+        // Checked by LuaFilter::create already; a C++ exception must not cross Lua's frames.
+        try {
+            config = toml::parse(std::string_view(source.config_toml));
+        } catch (const toml::parse_error& e) {
+            luaL_error(L, "the filter's config table: %s", std::string(e.description()).c_str());
+        }
+    }
     push_toml(L, config);
     lua_setfield(L, -2, "config");
     lua_pushstring(L, source.filter_name.c_str());

@@ -1,6 +1,8 @@
 // The Lua filter's state pool and reload; see lua_filter.hpp.
 #include "filters/lua/lua_filter.hpp"
 
+#include <toml++/toml.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -42,6 +44,15 @@ std::unique_ptr<LuaFilter> LuaFilter::create(LuaFilterOptions options, std::stri
         size_t slash = options.script.rfind('/');
         options.module_dirs.push_back(slash == std::string::npos ? "."
                                                                  : options.script.substr(0, slash));
+    }
+    if (!options.config_toml.empty()) {
+        try {
+            (void)toml::parse(std::string_view(options.config_toml));
+        } catch (const toml::parse_error& e) {
+            error = "the script's config: line " + std::to_string(e.source().begin.line) + ": " +
+                    std::string(e.description());
+            return nullptr;
+        }
     }
     std::unique_ptr<LuaFilter> filter(new LuaFilter(std::move(options)));
     if (!filter->load(error)) return nullptr;

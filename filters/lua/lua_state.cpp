@@ -247,6 +247,106 @@ void make_read_only(lua_State* L, int index) {
     lua_replace(L, index);
 }
 
+namespace {
+
+// Builds the sandbox (see lua_state.hpp) and leaves its environment in the registry.
+int setup_sandbox(lua_State* L) {
+    // The real libraries live in the state's own globals, which scripts never see.
+    luaL_requiref(L, "_G", luaopen_base, 1);
+    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
+    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+    luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
+    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 1);
+    lua_settop(L, 0);
+
+    // Strings reach the string library through their metatable: no bytecode dumps there, and
+    // the metatable cannot be fetched or changed.
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
+
+    lua_newtable(L);  // the sandbox environment
+    const int env = lua_gettop(L);
+    const ScriptSource& source = LuaState::of(L).source();
+    lua_pushglobaltable(L);
+    copy_fields(L, -1, env,
+                {"assert", "error", "ipairs", "next", "pairs", "select", "tonumber", "tostring",
+                 "type", "rawequal", "rawget", "rawlen", "getmetatable", "_VERSION"});
+    lua_pop(L, 1);
+    const std::pair<const char*, lua_CFunction> safe[] = {
+        {"pcall", safe_pcall},     {"xpcall", safe_xpcall},
+        {"load", safe_load},       {"setmetatable", safe_setmetatable},
+        {"require", safe_require}, {"collectgarbage", safe_collectgarbage},
+        {"print", safe_print},
+    };
+    for (const auto& [name, fn] : safe) {
+        lua_pushcfunction(L, fn);
+        lua_setfield(L, env, name);
+    }
+    for (const char* lib : {LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME, LUA_UTF8LIBNAME}) {
+        lua_getglobal(L, lib);
+        make_read_only(L, -1);
+        lua_setfield(L, env, lib);
+    }
+    lua_newtable(L);
+    lua_getglobal(L, LUA_OSLIBNAME);
+    copy_fields(L, -1, -2, {"time", "date", "clock"});
+    lua_pop(L, 1);
+    make_read_only(L, -1);
+    lua_setfield(L, env, LUA_OSLIBNAME);
+
+    open_postern_module(L, source);
+    lua_setfield(L, env, "postern");
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
+    lua_pushvalue(L, env);
+    lua_setfield(L, LUA_REGISTRYINDEX, kEnvKey);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, kLoadedKey);
+
+    return 0;
+}
+
+// From now on the globals are read-only: state that outlives a call would leak between
+// transactions and differ between states. The environment becomes a view of its contents.
+int freeze_globals(lua_State* L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, kEnvKey);
+    const int env = lua_gettop(L);
+    lua_newtable(L);
+    const int contents = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, env) != 0) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, contents);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, contents) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, env);
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, contents);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, read_only_error);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, env);
+    return 0;
+}
+
+}  // namespace
+
 int slot_of(Stage stage) {
     return static_cast<int>(stage);
 }
@@ -315,7 +415,9 @@ void LuaState::charge(lua_State* L, lua_Debug* ar) {
     if (ar && lua_getinfo(L, "Sl", ar)) {
         where = std::string(ar->short_src) + ":" + std::to_string(ar->currentline);
     }
-    luaL_error(L, "%s: %s (%s)", where.c_str(), why, detail.c_str());
+    // lua_error, not luaL_error: that would add the caller's position before this one.
+    lua_pushfstring(L, "%s: %s (%s)", where.c_str(), why, detail.c_str());
+    lua_error(L);
 }
 
 void LuaState::begin_call() {
@@ -358,64 +460,16 @@ bool LuaState::build(std::string& error) {
     begin_call();  // the top level has the budget of one call
     lua_sethook(L, count_hook, LUA_MASKCOUNT, kHookEvery);
 
-    // The real libraries live in the state's own globals, which scripts never see.
-    luaL_requiref(L, "_G", luaopen_base, 1);
-    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
-    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
-    luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
-    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 1);
-    lua_settop(L, 0);
-
-    // Strings reach the string library through their metatable: no bytecode dumps there, and
-    // the metatable cannot be fetched or changed.
-    lua_getglobal(L, LUA_STRLIBNAME);
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
-    lua_pop(L, 1);
-    lua_pushliteral(L, "");
-    lua_getmetatable(L, -1);
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 2);
-
-    lua_newtable(L);  // the sandbox environment
+    // Every step that allocates runs protected: a refused allocation outside a protected call
+    // would abort the process.
+    lua_pushcfunction(L, setup_sandbox);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        error = std::string("cannot build the Lua sandbox: ") +
+                (lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error");
+        return false;
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, kEnvKey);
     const int env = lua_gettop(L);
-    lua_pushglobaltable(L);
-    copy_fields(L, -1, env,
-                {"assert", "error", "ipairs", "next", "pairs", "select", "tonumber", "tostring",
-                 "type", "rawequal", "rawget", "rawlen", "getmetatable", "_VERSION"});
-    lua_pop(L, 1);
-    const std::pair<const char*, lua_CFunction> safe[] = {
-        {"pcall", safe_pcall},     {"xpcall", safe_xpcall},
-        {"load", safe_load},       {"setmetatable", safe_setmetatable},
-        {"require", safe_require}, {"collectgarbage", safe_collectgarbage},
-        {"print", safe_print},
-    };
-    for (const auto& [name, fn] : safe) {
-        lua_pushcfunction(L, fn);
-        lua_setfield(L, env, name);
-    }
-    for (const char* lib : {LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME, LUA_UTF8LIBNAME}) {
-        lua_getglobal(L, lib);
-        make_read_only(L, -1);
-        lua_setfield(L, env, lib);
-    }
-    lua_newtable(L);
-    lua_getglobal(L, LUA_OSLIBNAME);
-    copy_fields(L, -1, -2, {"time", "date", "clock"});
-    lua_pop(L, 1);
-    make_read_only(L, -1);
-    lua_setfield(L, env, LUA_OSLIBNAME);
-
-    open_postern_module(L, *source_);
-    lua_setfield(L, env, "postern");
-    lua_pushvalue(L, env);
-    lua_setfield(L, env, "_G");
-    lua_pushvalue(L, env);
-    lua_setfield(L, LUA_REGISTRYINDEX, kEnvKey);
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, kLoadedKey);
 
     const std::string chunk = "@" + source_->path;
     if (luaL_loadbufferx(L, source_->text.data(), source_->text.size(), chunk.c_str(), "t") !=
@@ -430,37 +484,75 @@ bool LuaState::build(std::string& error) {
     loading_ = false;
     if (!ok) return false;
 
-    // From now on the globals are read-only: state that outlives a call would leak between
-    // transactions and differ between states. The environment becomes a view of its contents.
-    lua_newtable(L);
-    const int contents = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, env) != 0) {
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, contents);
+    lua_settop(L, 0);
+    lua_pushcfunction(L, freeze_globals);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        error = std::string("cannot freeze the script's globals: ") +
+                (lua_tostring(L, -1) ? lua_tostring(L, -1) : "unknown error");
+        return false;
     }
-    lua_pushnil(L);
-    while (lua_next(L, contents) != 0) {
-        lua_pop(L, 1);
-        lua_pushvalue(L, -1);
-        lua_pushnil(L);
-        lua_rawset(L, env);
-    }
-    lua_createtable(L, 0, 3);
-    lua_pushvalue(L, contents);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, read_only_error);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, env);
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT);
     return true;
 }
 
 namespace {
+
+// One handler call. Its arguments are made, and its verdict read, inside the protected call:
+// that allocates, and an allocation the memory limit refuses outside a protected call would
+// abort the process instead of failing the call.
+struct PendingCall {
+    int ref = 0;
+    HookContext* ctx = nullptr;  // a stage, or else a notification:
+    Event event = Event::kQueued;
+    const Transaction* tx = nullptr;
+    const DeliveryResult* result = nullptr;
+    Verdict verdict;
+};
+
+int call_handler(lua_State* L) {
+    auto& c = *static_cast<PendingCall*>(lua_touserdata(L, 1));
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c.ref);
+    int nargs = 2;
+    if (!c.ctx) {
+        // Notifications see the transaction as it ended: read-only.
+        push_transaction(L, const_cast<Transaction*>(c.tx), true);
+        push_result(L, c.event, *c.result);
+        lua_call(L, nargs, 0);
+        return 0;
+    }
+    switch (c.ctx->stage) {
+        case Stage::kConnect:
+        case Stage::kHelo:
+        case Stage::kAuth:
+            push_connection(L, c.ctx->conn);
+            nargs = 1;
+            break;
+        case Stage::kMailFrom:
+            push_transaction(L, c.ctx->tx, false);
+            nargs = 1;
+            break;
+        case Stage::kRcptTo:
+            push_transaction(L, c.ctx->tx, false);
+            push_address(L, *c.ctx->rcpt);
+            break;
+        case Stage::kData:
+            push_transaction(L, c.ctx->tx, false);
+            push_message(L, c.ctx->message);
+            break;
+    }
+    lua_call(L, nargs, 1);
+    bool ok = true;
+    {
+        std::string error;
+        if (!read_verdict(L, -1, c.verdict, error)) {
+            ok = false;
+            lua_pushlstring(L, error.data(), error.size());
+        }
+    }
+    return ok ? 0 : lua_error(L);
+}
 
 int message_handler(lua_State* L) {
     if (!lua_isstring(L, 1)) {
@@ -497,36 +589,14 @@ Verdict LuaState::run_stage(HookContext& ctx) {
     for (const Handler& h : handlers_[slot]) {
         begin_call();
         hook_ = &ctx;
-        lua_State* L = L_;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, h.ref);
-        int nargs = 1;
-        switch (ctx.stage) {
-            case Stage::kConnect:
-            case Stage::kHelo:
-            case Stage::kAuth:
-                push_connection(L, ctx.conn);
-                break;
-            case Stage::kMailFrom:
-                push_transaction(L, ctx.tx, false);
-                break;
-            case Stage::kRcptTo:
-                push_transaction(L, ctx.tx, false);
-                push_address(L, *ctx.rcpt);
-                nargs = 2;
-                break;
-            case Stage::kData:
-                push_transaction(L, ctx.tx, false);
-                push_message(L, ctx.message);
-                nargs = 2;
-                break;
-        }
+        PendingCall pending;
+        pending.ref = h.ref;
+        pending.ctx = &ctx;
+        lua_pushcfunction(L_, call_handler);
+        lua_pushlightuserdata(L_, &pending);
         std::string error;
-        bool ok = call(nargs, 1, h.where, error);
-        Verdict v;
-        if (ok) {
-            if (!read_verdict(L, -1, v, error)) ok = false;
-            lua_pop(L, 1);
-        }
+        bool ok = call(1, 0, h.where, error);
+        const Verdict& v = pending.verdict;
         ++serial_;  // the handles given to this call are dead now
         hook_ = nullptr;
         if (!ok) {
@@ -558,13 +628,15 @@ void LuaState::run_event(Event event, const Connection* conn, const Transaction&
         begin_call();
         hook_ = trace ? &ctx : nullptr;
         notified_tx_ = &tx;
-        lua_State* L = L_;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, h.ref);
-        // Notifications see the transaction as it ended: read-only.
-        push_transaction(L, const_cast<Transaction*>(&tx), true);
-        push_result(L, event, result);
+        PendingCall pending;
+        pending.ref = h.ref;
+        pending.event = event;
+        pending.tx = &tx;
+        pending.result = &result;
+        lua_pushcfunction(L_, call_handler);
+        lua_pushlightuserdata(L_, &pending);
         std::string error;
-        bool ok = call(2, 0, h.where, error);
+        bool ok = call(1, 0, h.where, error);
         ++serial_;
         hook_ = nullptr;
         notified_tx_ = nullptr;
