@@ -5,7 +5,9 @@ set -euo pipefail
 build=${1:?build dir}
 seconds=${2:-30}
 here=$(cd "$(dirname "$0")" && pwd)
-for target in fuzz_command_parser fuzz_data_reader fuzz_config_loader fuzz_reply_parser fuzz_sasl; do
+targets="fuzz_command_parser fuzz_data_reader fuzz_config_loader fuzz_reply_parser fuzz_sasl
+         fuzz_header_block fuzz_lua_sandbox"
+for target in $targets; do
     corpus="$build/corpus/$target"
     mkdir -p "$corpus"
     echo "fuzz: $target for ${seconds}s"
@@ -14,4 +16,4 @@ for target in fuzz_command_parser fuzz_data_reader fuzz_config_loader fuzz_reply
         || { tail -40 "$build/$target.log"; echo "fuzz: $target FAILED"; exit 1; }
     grep -E '^(#[0-9]+\s+DONE|Done)' "$build/$target.log" | tail -1 || true
 done
-echo "fuzz: 5 passed, 0 failed"
+echo "fuzz: $(echo $targets | wc -w) passed, 0 failed"

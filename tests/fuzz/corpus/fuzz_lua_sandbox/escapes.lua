@@ -1,0 +1,6 @@
+postern.on("mail_from", function(tx) return os.execute("id") end)
+postern.on("rcpt_to", function(tx, r) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1024) end end)
+postern.on("data", function(tx, m) local ok = pcall(function() while true do end end) m:add_header("X", tx.id) return postern.reject(451, "x") end)
+postern.on("helo", function(c) return load("\27Lua") end)
+postern.on("connect", function(c) local function f() return f() + 1 end return f() end)
+postern.on("queued", function(tx, r) tx.tags.x = "y" end)
