@@ -100,6 +100,7 @@ struct Transaction {
     // recipients or headers, nor the route once a recipient was relayed.
     bool live = false;
     bool route_locked = false;
+    bool sender_locked = false;  // MAIL FROM went upstream (passthrough)
 };
 
 // The message at the data stage: its header section (editable) and its body (read-only).

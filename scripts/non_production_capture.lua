@@ -41,20 +41,35 @@
 --         and a log line naming the first recipient that caused it. The client gets the
 --         usual 250. Untagged transactions, and tagged ones whose recipients are all
 --         allowed, are not touched.
--- The decision waits for the data stage so that every recipient is known. That needs the
--- listener's delivery = "queue": in passthrough the recipients have already gone upstream
--- and the route can no longer change. When capturing is impossible (passthrough, or a
--- capture_route that does not exist), the message gets 451 4.3.5 and an error log line,
--- never a delivery to the real recipients, whatever the filter's on_error says.
--- Put this filter last among those that choose routes: a later filter's tx:route() would
--- override the capture. Recipients that a filter adds with tx:add_rcpt() are not in
--- tx.rcpts, so this script does not see them.
+-- The decision waits for the data stage so that every recipient is known (tx.rcpts: those
+-- the client gave, with the changes earlier filters made with tx:add_rcpt and
+-- tx:remove_rcpt). That needs the listener's delivery = "queue": in passthrough
+-- (tx.passthrough) the recipients have already gone upstream and the route can no longer
+-- change. When capturing is impossible there, the message gets 451 4.3.5 and an error log
+-- line, never a delivery to the real recipients, whatever the filter's on_error says.
+-- A capture_route that is not a [route.NAME] of the configuration (postern.routes) stops the
+-- script from loading, so check-config reports it.
+-- Put this filter last among those that choose routes or change recipients: a later
+-- filter's tx:route() would override the capture, and recipients it adds would not be
+-- judged.
 
 local config = postern.config
 
 local capture_route = config.capture_route
 if type(capture_route) ~= "string" or capture_route == "" then
     error("set capture_route = \"NAME\" (a [route.NAME], usually an outbox)")
+end
+-- postern.routes is empty only where no configuration names the routes (postern policy test
+-- without --config).
+if #postern.routes > 0 then
+    local known = false
+    for _, name in ipairs(postern.routes) do
+        known = known or name == capture_route
+    end
+    if not known then
+        error(("config.capture_route: no [route.%s] (routes: %s)")
+            :format(capture_route, table.concat(postern.routes, ", ")))
+    end
 end
 
 local tag = config.tag or "non-production"
@@ -95,9 +110,16 @@ postern.on("data", function(tx)
     if not outsider then
         return
     end
-    local ok, err = pcall(tx.route, tx, capture_route)
-    if not ok then
-        postern.log.error("non-production message not captured, refused:", err)
+    local problem
+    if tx.passthrough then
+        problem = "the listener relays live (delivery = \"passthrough\")"
+    else
+        -- Fails on a passthrough listener whose route stores (the route is fixed at RCPT).
+        local ok, err = pcall(tx.route, tx, capture_route)
+        problem = not ok and err or nil
+    end
+    if problem then
+        postern.log.error("non-production message not captured, refused:", problem)
         return postern.tempfail(451, "4.3.5",
             "Mail from this system cannot be captured; try again later")
     end

@@ -10,8 +10,9 @@
 --   mode     "add" (the default): add the missing headers; "reject": refuse the message
 --   headers  optional list of the headers to require; default ["Message-ID", "Date"]. In
 --            "reject" mode any header name may be listed; "add" can make only these two
---   domain   optional: the part after @ in added Message-IDs; default: the envelope sender's
---            domain, or "postern.invalid" for the null sender
+--   domain   optional: the part after @ in added Message-IDs; default: postern.hostname, the
+--            server's [server] hostname (the host that made the id, as RFC 5322 3.6.4
+--            suggests), or "postern.invalid" where it is empty (`postern policy test`)
 --
 --   [[filter]]
 --   type = "lua"
@@ -56,6 +57,8 @@ local domain = config.domain
 if domain ~= nil and not is_domain(domain) then
     error("config.domain must be a domain such as \"relay.example.com\"")
 end
+-- Without config.domain: this server's name.
+local id_domain = postern.hostname ~= "" and postern.hostname or "postern.invalid"
 
 -- How "add" makes each header it knows.
 local makers = {
@@ -63,10 +66,7 @@ local makers = {
         return os.date("!%a, %d %b %Y %H:%M:%S +0000")
     end,
     ["message-id"] = function(tx)
-        local right = domain
-        if not right then
-            right = tx.mail_from.domain ~= "" and tx.mail_from.domain or "postern.invalid"
-        end
+        local right = domain or id_domain
         local hash = postern.hash.sha256(tx.id .. "/" .. os.time() .. "/" .. os.clock())
         return "<" .. hash .. "@" .. right .. ">"
     end,

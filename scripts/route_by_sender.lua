@@ -13,7 +13,8 @@
 --   route          the [route.NAME] to use (required)
 --   auth_user      optional: user name(s) the client logged in as (conn.auth_user)
 --   sender_domain  optional: domain(s) of the envelope sender (MAIL FROM), "example.com" or
---                  "*.example.com" (subdomains only) as in [[route_rule]]
+--                  "*.example.com" (subdomains only) as in [[route_rule]]. The sender as
+--                  this filter sees it: after an earlier filter's tx:set_mail_from
 -- A rule with both conditions needs both; each may be one string or a list (any entry
 -- matches). A rule needs at least one condition. The null sender <> has no domain, so it
 -- matches no sender_domain.
@@ -36,8 +37,8 @@
 --              tag sender_route = ROUTE is set. Without a match nothing changes: postern
 --              routes as configured.
 -- The route is chosen at MAIL, before any recipient, so it works in passthrough mode too.
--- A route name that does not exist fails the transaction with 451 4.3.0 (filter_failed in
--- the log names the unknown route); check the names when you add rules.
+-- A rule naming a route that is not a [route.NAME] of the configuration (postern.routes)
+-- stops the script from loading: check-config names the rule.
 
 local config = postern.config
 
@@ -86,6 +87,21 @@ for i, rule in ipairs(config.rules) do
         error(where .. " needs auth_user or sender_domain")
     end
     rules[i] = { route = rule.route, users = users, domains = domains }
+end
+
+-- postern.routes is empty only where no configuration names the routes (postern policy test
+-- without --config).
+local known_routes = {}
+for _, name in ipairs(postern.routes) do
+    known_routes[name] = true
+end
+if #postern.routes > 0 then
+    for i, rule in ipairs(rules) do
+        if not known_routes[rule.route] then
+            error(("config.rules[%d].route: no [route.%s] (routes: %s)")
+                :format(i, rule.route, table.concat(postern.routes, ", ")))
+        end
+    end
 end
 
 local function contains(list, value)

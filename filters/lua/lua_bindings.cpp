@@ -304,7 +304,7 @@ int tx_set_mail_from(lua_State* L) {
     std::string address;
     if (!a.empty() && a != "<>") address = check_recipient(L, 2, "tx:set_mail_from");
     const HookContext* hook = LuaState::of(L).hook();
-    if (tx.route_locked || (tx.live && hook && hook->stage == Stage::kData)) {
+    if (tx.sender_locked || (tx.live && hook && hook->stage == Stage::kData)) {
         return luaL_error(L,
                           "tx:set_mail_from: MAIL FROM went upstream already (delivery = "
                           "\"passthrough\"): change it at mail_from");
@@ -324,8 +324,13 @@ int tx_add_rcpt(lua_State* L) {
                           "recipients go upstream as the client sends them)");
     }
     trace_change(L, "recipient added " + address);
-    const bool known = std::any_of(tx.rcpts.begin(), tx.rcpts.end(),
-                                   [&](const Address& r) { return r.address == address; });
+    const bool known = std::any_of(tx.rcpts.begin(), tx.rcpts.end(), [&](const Address& r) {
+        return r.address.size() == address.size() &&
+               std::equal(r.address.begin(), r.address.end(), address.begin(), [](char x, char y) {
+                   return std::tolower(static_cast<unsigned char>(x)) ==
+                          std::tolower(static_cast<unsigned char>(y));
+               });
+    });
     if (!known) tx.rcpts.push_back(Address::from_mailbox(address));
     tx.rcpt_changes.push_back(RecipientChange{true, std::move(address)});
     return 0;

@@ -206,6 +206,10 @@ int run_policy_command(const std::vector<std::string>& args) {
         for (const auto& issue : loaded.issues) std::cerr << issue.to_string() << "\n";
         if (!loaded.ok()) return usage(config_file + " has errors");
         for (const auto& [name, route] : loaded.config.routes) options.routes.insert(name);
+        options.hostname = loaded.config.server.hostname;
+        for (const auto& l : loaded.config.listeners) {
+            if (l.name == listener) tags.insert(tags.end(), l.tags.begin(), l.tags.end());
+        }
     }
     std::string message;
     if (!eml.empty()) {

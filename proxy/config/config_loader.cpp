@@ -769,8 +769,12 @@ void read_filter(Walker& w, const toml::table& t, const std::string& path, Filte
             w.error(n->source(), path + ".config",
                     "expected a table (postern.config in the script)");
         } else {
+            // Written as a document: an inline table ("config = { ... }") would print as
+            // "{ ... }", which does not parse back as one.
+            toml::table copy = *n->as_table();
+            copy.is_inline(false);
             std::ostringstream text;
-            text << *n->as_table();
+            text << copy;
             f.config_toml = text.str();
         }
     }

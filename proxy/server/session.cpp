@@ -859,8 +859,9 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
         co_await relay_rcpt(parsed.value);
         if (ctx_.chain && transaction_.recipients.size() > before) {
             filtered.rcpts.push_back(std::move(filter_rcpt));
-            // The upstream transaction is open: its route is fixed now.
+            // The upstream transaction is open: its route and sender are fixed now.
             filtered.route_locked = true;
+            filtered.sender_locked = true;
             filtered.route = route.name;
         }
         co_return;
@@ -1198,6 +1199,7 @@ asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::
         } else {
             log(LogLevel::kWarn, "filter_sender_invalid",
                 {{"conn", id_}, {"queue_id", transaction_.filtered.id}, {"from", address}});
+            transaction_.filtered.mail_from = filter_sender(transaction_.mail);  // unchanged
         }
     }
     if (v.action == Action::kContinue || v.action == Action::kAccept) co_return true;

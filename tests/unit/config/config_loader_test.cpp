@@ -3,6 +3,7 @@
 #include "proxy/config/config_loader.hpp"
 
 #include <gtest/gtest.h>
+#include <toml++/toml.h>
 
 #include <cerrno>
 #include <chrono>
@@ -305,6 +306,10 @@ config = { deny = ["a.example"], limit = 3 }
     EXPECT_EQ(b.instruction_limit, 5000u);
     EXPECT_NE(b.config_toml.find("a.example"), std::string::npos) << b.config_toml;
     EXPECT_NE(b.config_toml.find("limit = 3"), std::string::npos) << b.config_toml;
+    // An inline table is written out as a document, which parses back (postern.config).
+    toml::table back;
+    EXPECT_NO_THROW(back = toml::parse(b.config_toml)) << b.config_toml;
+    EXPECT_EQ(back["limit"].value_or(0), 3);
 }
 
 TEST(ConfigLoader, LuaFilterErrors) {
