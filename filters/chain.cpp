@@ -74,6 +74,7 @@ boost::asio::awaitable<Verdict> Chain::run(HookContext& ctx) {
             tempfail.action = Action::kTempfail;
             tempfail.reply = FilterReply{451, "4.3.0", "Policy check failed; try again later"};
             tempfail.reason = "filter " + e.name + " failed";
+            tempfail.failure = v.failure;  // callers tell a failure from a decision
             co_return tempfail;
         }
         if (v.action == Action::kContinue) continue;

@@ -104,8 +104,18 @@ bool HeaderBlock::valid(std::string_view name, std::string_view value, std::stri
     return true;
 }
 
+bool HeaderBlock::account(std::string_view name, std::string_view value, std::string& error) {
+    const size_t size = name.size() + value.size() + 4;
+    if (added_ + size > kMaxAdded) {
+        error = "header edits add at most 64 KiB to a message";
+        return false;
+    }
+    added_ += size;
+    return true;
+}
+
 bool HeaderBlock::add(std::string_view name, std::string_view value, std::string& error) {
-    if (!valid(name, value, error)) return false;
+    if (!valid(name, value, error) || !account(name, value, error)) return false;
     std::string raw(name);
     raw += ": ";
     raw += value;
@@ -116,11 +126,16 @@ bool HeaderBlock::add(std::string_view name, std::string_view value, std::string
 }
 
 bool HeaderBlock::set(std::string_view name, std::string_view value, std::string& error) {
-    if (!valid(name, value, error)) return false;
+    if (!valid(name, value, error) || !account(name, value, error)) return false;
     auto it = std::find_if(fields_.begin(), fields_.end(), [&](const Field& f) {
         return !f.name.empty() && iequals(f.name, name);
     });
-    if (it == fields_.end()) return add(name, value, error);
+    if (it == fields_.end()) {
+        fields_.push_back(
+            Field{std::string(name), std::string(name) + ": " + std::string(value) + "\r\n"});
+        changed_ = true;
+        return true;
+    }
     it->raw = std::string(name) + ": " + std::string(value) + "\r\n";
     it->name = std::string(name);
     size_t index = static_cast<size_t>(it - fields_.begin());

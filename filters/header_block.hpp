@@ -12,6 +12,9 @@ namespace postern::filters {
 
 class HeaderBlock {
   public:
+    // What edits may add to one message in all (fields set or added).
+    static constexpr size_t kMaxAdded = 64 * 1024;
+
     HeaderBlock() = default;
     // `section` is the header section with its line ends, without the empty line after it.
     explicit HeaderBlock(std::string_view section);
@@ -41,8 +44,10 @@ class HeaderBlock {
         std::string raw;   // the whole field: name, colon, value, continuation lines, CRLF
     };
     static bool valid(std::string_view name, std::string_view value, std::string& error);
+    bool account(std::string_view name, std::string_view value, std::string& error);
     std::vector<Field> fields_;
     bool changed_ = false;
+    size_t added_ = 0;  // octets added by edits: at most kMaxAdded per message
 };
 
 }  // namespace postern::filters

@@ -196,7 +196,7 @@ int notes_newindex(lua_State* L) {
         case LUA_TSTRING: {
             size_t len = 0;
             const char* s = lua_tolstring(L, 3, &len);
-            if (len > 64 * 1024) return luaL_error(L, "tx.notes strings are at most 64 KiB");
+            if (len > 8 * 1024) return luaL_error(L, "tx.notes strings are at most 8 KiB");
             value = std::string(s, len);
             break;
         }
@@ -322,6 +322,9 @@ int tx_add_rcpt(lua_State* L) {
         return luaL_error(L,
                           "tx:add_rcpt needs delivery = \"queue\" (in passthrough the "
                           "recipients go upstream as the client sends them)");
+    }
+    if (tx.rcpt_changes.size() >= 1000) {
+        return luaL_error(L, "tx:add_rcpt: at most 1000 recipient changes per transaction");
     }
     trace_change(L, "recipient added " + address);
     const bool known = std::any_of(tx.rcpts.begin(), tx.rcpts.end(), [&](const Address& r) {

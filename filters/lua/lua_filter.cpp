@@ -71,10 +71,11 @@ bool LuaFilter::load(std::string& error) {
     source->limits = options_.limits;
     std::unique_ptr<LuaState> state = LuaState::create(source, error);
     if (!state) return false;
+    std::vector<std::unique_ptr<LuaState>> old;  // closed after the lock is released
     std::lock_guard lock(mutex_);
     source->generation = source_ ? source_->generation + 1 : 1;
     source_ = std::move(source);
-    idle_.clear();  // states of the old version are not used again
+    old.swap(idle_);  // states of the old version are not used again
     handled_.store(handler_mask(*state), std::memory_order_relaxed);
     idle_.push_back(std::move(state));
     return true;

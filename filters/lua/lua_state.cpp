@@ -35,7 +35,7 @@ void* allocate(void* ud, void* ptr, size_t osize, size_t nsize) {
 }
 
 void count_hook(lua_State* L, lua_Debug* ar) {
-    LuaState::of(L).charge(L, ar);
+    LuaState::of(L).charge(L, ar, kHookEvery);
 }
 
 // --- the safe base functions ------------------------------------------------------------------
@@ -44,6 +44,7 @@ void count_hook(lua_State* L, lua_Debug* ar) {
 int safe_pcall(lua_State* L) {
     luaL_checkany(L, 1);
     int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    if (status == LUA_ERRMEM) LuaState::of(L).set_out_of_memory();
     if (LuaState::of(L).aborting()) return lua_error(L);
     lua_pushboolean(L, status == LUA_OK);
     lua_insert(L, 1);
@@ -57,6 +58,7 @@ int safe_xpcall(lua_State* L) {
     lua_copy(L, 1, 2);
     lua_replace(L, 1);
     int status = lua_pcall(L, n - 2, LUA_MULTRET, 1);
+    if (status == LUA_ERRMEM) LuaState::of(L).set_out_of_memory();
     if (LuaState::of(L).aborting()) return lua_error(L);
     lua_pushboolean(L, status == LUA_OK);
     lua_replace(L, 1);  // the handler's slot now holds the status
@@ -88,7 +90,8 @@ int safe_load(lua_State* L) {
 // Finalizers would run at any time, outside any hook call: not available.
 int safe_setmetatable(lua_State* L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    if (lua_istable(L, 2) && lua_getfield(L, 2, "__gc") != LUA_TNIL) {
+    // A raw look: __index on the metatable itself could add __gc while a plain lookup runs.
+    if (lua_istable(L, 2) && (lua_pushliteral(L, "__gc"), lua_rawget(L, 2)) != LUA_TNIL) {
         return luaL_error(L, "setmetatable: __gc metamethods are not available in policy scripts");
     }
     lua_settop(L, 2);
@@ -101,6 +104,10 @@ int safe_setmetatable(lua_State* L) {
 int safe_collectgarbage(lua_State* L) {
     static const char* const kAllowed[] = {"count", "collect", "step", "isrunning", nullptr};
     const char* option = luaL_optstring(L, 1, "collect");
+    // A collection of a big heap is one C call the count hook cannot interrupt: each is
+    // charged as many instructions, and refused once the budget or the time is spent.
+    if (std::strcmp(option, "collect") == 0) LuaState::of(L).charge(L, nullptr, 100'000);
+    if (std::strcmp(option, "step") == 0) LuaState::of(L).charge(L, nullptr, 10'000);
     for (const char* const* a = kAllowed; *a; ++a) {
         if (std::strcmp(option, *a) == 0) {
             lua_getglobal(L, "collectgarbage");
@@ -387,16 +394,21 @@ std::unique_ptr<LuaState> LuaState::create(std::shared_ptr<const ScriptSource> s
 }
 
 bool LuaState::account(size_t old_size, size_t new_size) {
-    if (new_size > old_size && memory_used_ - old_size + new_size > source_->limits.memory) {
-        out_of_memory_ = true;
+    // A refusal is not yet a memory error: Lua collects and tries again, and a heap full of
+    // garbage then has room. Refusals that go on mean live data fills the cap (and every
+    // allocation would cost a full collection): then the call has run out of memory, and
+    // every growth is refused until it ends.
+    if (new_size > old_size &&
+        (out_of_memory_ || memory_used_ - old_size + new_size > source_->limits.memory)) {
+        if (++refusals_ >= kMaxRefusals) out_of_memory_ = true;
         return false;
     }
     memory_used_ = memory_used_ - old_size + new_size;
     return true;
 }
 
-void LuaState::charge(lua_State* L, lua_Debug* ar) {
-    instructions_ += kHookEvery;
+void LuaState::charge(lua_State* L, lua_Debug* ar, uint64_t instructions) {
+    instructions_ += instructions;
     const char* why = nullptr;
     std::string detail;
     if (aborting_) {
@@ -412,6 +424,8 @@ void LuaState::charge(lua_State* L, lua_Debug* ar) {
     aborting_ = true;
     // Where the script was when it ran out: the line of the running function.
     std::string where = "?";
+    lua_Debug caller;  // from a C function: the Lua function that called it
+    if (!ar && lua_getstack(L, 1, &caller)) ar = &caller;
     if (ar && lua_getinfo(L, "Sl", ar)) {
         where = std::string(ar->short_src) + ":" + std::to_string(ar->currentline);
     }
@@ -422,6 +436,7 @@ void LuaState::charge(lua_State* L, lua_Debug* ar) {
 
 void LuaState::begin_call() {
     instructions_ = 0;
+    refusals_ = 0;
     aborting_ = false;
     out_of_memory_ = false;
     deadline_ = std::chrono::steady_clock::now() + source_->limits.timeout;
@@ -555,7 +570,9 @@ int call_handler(lua_State* L) {
 }
 
 int message_handler(lua_State* L) {
-    if (!lua_isstring(L, 1)) {
+    if (lua_type(L, 1) == LUA_TNUMBER) {
+        luaL_tolstring(L, 1, nullptr);  // converted here, protected, not by the caller
+    } else if (lua_type(L, 1) != LUA_TSTRING) {
         lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     return 1;
@@ -571,7 +588,8 @@ bool LuaState::call(int nargs, int nresults, const std::string& where, std::stri
     int status = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
     if (status == LUA_OK && !aborting()) return true;
-    if (out_of_memory_ || status == LUA_ERRMEM) {
+    if (status == LUA_ERRMEM) out_of_memory_ = true;
+    if (out_of_memory_) {
         error = "memory limit exceeded (" + std::to_string(source_->limits.memory >> 20) +
                 " MiB) in the function at " + where;
     } else {

@@ -88,10 +88,13 @@ class LuaState {
     const Transaction* notified_tx() const { return notified_tx_; }
     void add_handler(int slot, int ref, std::string where);
     // Called by the count hook; raises a Lua error when the call is over its budget.
-    void charge(lua_State* L, lua_Debug* ar);
+    // Also for C functions that do much work in one call (ar null: the position is the
+    // calling Lua function's).
+    void charge(lua_State* L, lua_Debug* ar, uint64_t instructions);
     // Allocation accounting; false when the cap refuses the allocation.
     bool account(size_t old_size, size_t new_size);
     bool aborting() const { return aborting_ || out_of_memory_; }
+    void set_out_of_memory() { out_of_memory_ = true; }
     void log_line(int level, std::string_view text);
 
   private:
@@ -110,6 +113,8 @@ class LuaState {
     bool loading_ = false;
     bool aborting_ = false;  // the budget or the timeout ended the call
     bool out_of_memory_ = false;
+    static constexpr unsigned kMaxRefusals = 8;  // allocations refused in one call
+    unsigned refusals_ = 0;
     bool damaged_ = false;
     uint64_t serial_ = 0;  // one per call: handles from an earlier call are refused
     HookContext* hook_ = nullptr;

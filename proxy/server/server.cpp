@@ -11,8 +11,10 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstring>
 #include <filesystem>
@@ -95,6 +97,7 @@ struct Server::Impl {
         // connections.
         admin.reset();
         scheduler.reset();
+        if (notifications) notifications->join();  // the last notifications run to their end
         for (auto& l : listeners) l->acceptors.clear();
         for (auto& w : workers) w->pools.close_idle();
     }
@@ -120,6 +123,8 @@ struct Server::Impl {
     std::map<std::string, std::unique_ptr<upstream::UpstreamShared>> upstreams;
     std::unique_ptr<AuthContext> auth;      // with [auth]
     std::unique_ptr<filters::Chain> chain;  // with [[filter]]
+    // Runs the delivered/failed notifications of the queue; destroyed (joined) before chain.
+    std::unique_ptr<asio::thread_pool> notifications;
     // The durable queue, when a queue-mode listener can reach an upstream route.
     std::unique_ptr<queue::Spool> spool;
     std::unique_ptr<queue::Scheduler> scheduler;
@@ -422,26 +427,31 @@ int Server::run() {
                                        .count())}});
         if (s.chain) {
             // delivered / failed: the transaction as the queue kept it (tags and notes are
-            // not stored with the message).
+            // not stored with the message). The handlers run on a thread of their own: a slow
+            // one must not hold up the scheduler.
             filters::Chain* chain = s.chain.get();
-            s.scheduler->on_outcome([chain](const queue::Envelope& envelope, size_t index,
-                                            bool delivered, const std::string& reply) {
-                filters::Transaction tx;
-                tx.id = envelope.queue_id;
+            s.notifications = std::make_unique<asio::thread_pool>(1);
+            asio::thread_pool* pool = s.notifications.get();
+            s.scheduler->on_outcome([chain, pool](const queue::Envelope& envelope, size_t index,
+                                                  bool delivered, const std::string& reply) {
+                auto tx = std::make_shared<filters::Transaction>();
+                tx->id = envelope.queue_id;
                 if (!envelope.mail_from.sender.null) {
-                    tx.mail_from =
+                    tx->mail_from =
                         filters::Address::from_mailbox(envelope.mail_from.sender.mailbox());
                 }
                 for (const auto& r : envelope.recipients) {
-                    tx.rcpts.push_back(filters::Address::from_mailbox(r.recipient.mailbox()));
+                    tx->rcpts.push_back(filters::Address::from_mailbox(r.recipient.mailbox()));
                 }
-                tx.route = envelope.route;
+                tx->route = envelope.route;
                 filters::DeliveryResult result;
                 result.rcpt = envelope.recipients.at(index).recipient.mailbox();
                 result.reply = reply;
                 result.route = envelope.route;
-                chain->notify(delivered ? filters::Event::kDelivered : filters::Event::kFailed,
-                              nullptr, tx, result);
+                const auto event = delivered ? filters::Event::kDelivered : filters::Event::kFailed;
+                asio::post(*pool, [chain, tx, result, event] {
+                    chain->notify(event, nullptr, *tx, result);
+                });
             });
         }
 

@@ -493,10 +493,13 @@ asio::awaitable<void> Session::on_helo(std::string_view args, bool extended) {
     // RFC 5321 4.1.4: EHLO/HELO resets the session as RSET does.
     reset_transaction();
     if (ctx_.chain && ctx_.chain->handles(filters::Stage::kHelo)) {
-        const std::string previous = filter_conn_.helo;
         filter_conn_.helo = std::string(args);
         if (!co_await run_filters(filters::Stage::kHelo)) {
-            filter_conn_.helo = previous;
+            // Refused: as if the client had not said HELO at all, even after an earlier one.
+            filter_conn_.helo.clear();
+            helo_.clear();
+            greeted_ = false;
+            esmtp_ = false;
             co_return;
         }
     }
@@ -721,11 +724,21 @@ asio::awaitable<void> Session::on_auth(std::string_view args) {
         filter_conn_.auth_user = user->name;
         if (!co_await run_filters(filters::Stage::kAuth)) {
             filter_conn_.auth_user.clear();
+            // Counted and delayed as a failed login: otherwise the quick, different reply
+            // would tell a guesser that the password was right.
+            const bool locked = auth.limiter.failure(client_, std::chrono::steady_clock::now());
             log(LogLevel::kWarn, "auth_refused",
                 {{"conn", id_},
                  {"client", client_text_},
                  {"user", user->name},
-                 {"reason", "refused by filter"}});
+                 {"reason", "refused by filter"},
+                 {"locked_out", locked ? "yes" : "no"}});
+            if (auth.config.failure_delay.count() > 0) {
+                // The filter's reply waits in out_ meanwhile.
+                asio::steady_timer delay(socket_.get_executor());
+                delay.expires_after(auth.config.failure_delay);
+                co_await delay.async_wait(kUseTuple);
+            }
             co_return;
         }
     }
@@ -821,9 +834,23 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     }
     filters::Transaction& filtered = transaction_.filtered;
     filters::Address filter_rcpt;
+    // What the transaction was before this recipient's hook: a recipient that is not taken
+    // leaves no route, sender or recipient change behind.
+    std::optional<filters::Transaction> before_hook;
+    smtp::Address sender_before;
+    auto undo_hook = [&] {
+        if (!before_hook) return;
+        filtered = std::move(*before_hook);
+        transaction_.mail.sender = sender_before;
+    };
     if (ctx_.chain && ctx_.chain->handles(filters::Stage::kRcptTo)) {
         filter_rcpt = filter_recipient(parsed.value);
-        if (!co_await run_filters(filters::Stage::kRcptTo, &filter_rcpt)) co_return;
+        before_hook = filtered;
+        sender_before = transaction_.mail.sender;
+        if (!co_await run_filters(filters::Stage::kRcptTo, &filter_rcpt)) {
+            undo_hook();
+            co_return;
+        }
         if (last_verdict_.action == filters::Action::kDiscard) {
             // Answered as accepted; this recipient gets nothing.
             log(LogLevel::kInfo, "discarded",
@@ -847,6 +874,7 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     const config::RouteConfig& route = ctx_.config.routes.at(route_name);
     if (transaction_.route && transaction_.route != &route) {
         // One transaction goes one way; the client sends the rest again (RFC 5321 4.5.3.1.10).
+        undo_hook();
         co_return reply(replies::kOtherRoute, false);
     }
     transaction_.route = &route;
@@ -857,12 +885,15 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
     if (relaying() && !transaction_.discarded) {
         const size_t before = transaction_.recipients.size();
         co_await relay_rcpt(parsed.value);
-        if (ctx_.chain && transaction_.recipients.size() > before) {
-            filtered.rcpts.push_back(std::move(filter_rcpt));
-            // The upstream transaction is open: its route and sender are fixed now.
+        if (ctx_.chain && transaction_.upstream) {
+            // The upstream transaction is open (MAIL went out): its route and sender are fixed
+            // now, whatever became of this recipient.
             filtered.route_locked = true;
             filtered.sender_locked = true;
             filtered.route = route.name;
+        }
+        if (ctx_.chain && transaction_.recipients.size() > before) {
+            filtered.rcpts.push_back(std::move(filter_rcpt));
         }
         co_return;
     }
@@ -1224,7 +1255,8 @@ asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::
         end_reason_ = "disconnected by filter";
         closing_ = true;
     }
-    reply(out);
+    // A failing filter is postern's fault, not the client's: not counted toward max_errors.
+    reply(out, !v.failure.has_value());
     co_return false;
 }
 

@@ -282,6 +282,59 @@ end)
 """
 
 
+STICKY_ROUTE = """\
+postern.on("rcpt_to", function(tx, rcpt)
+  if rcpt.domain == "partner.example" then
+    tx:route("other")
+    tx:set_mail_from("rewritten@example.org")
+    if rcpt["local"] == "refused" then
+      return postern.reject(550, "5.7.1", "not this one")
+    end
+  end
+end)
+"""
+
+HELO_GATE = """\
+postern.on("helo", function(conn)
+  if conn.helo == "bad.example" then return postern.reject(550, "5.7.1", "go away") end
+end)
+"""
+
+
+class ReviewFixTest(LuaCase):
+
+    def test_a_refused_recipient_leaves_no_route_or_sender_change(self):
+        default_dir = os.path.join(self.tmp, "outbox")
+        other_dir = os.path.join(self.tmp, "other-outbox")
+        p = self.start(STICKY_ROUTE, routes={"default": {"outbox": default_dir},
+                                             "other": {"outbox": other_dir}})
+        c = self.client(p)
+        self.assertEqual(c.cmd("MAIL FROM:<app@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<a@normal.example>")[0], 250)
+        # Refused by the script after it chose a route and a sender: both are undone.
+        self.assertEqual(c.cmd("RCPT TO:<refused@partner.example>")[0], 550)
+        # Accepted by the script but on another route than the transaction's: 452, undone.
+        self.assertEqual(c.cmd("RCPT TO:<b@partner.example>")[0], 452)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        qid = self.queued_id(c.cmd("Subject: x\r\n\r\nx\r\n.")[:2])
+        default = self.messages_in(default_dir)
+        self.assertIn(qid, default)
+        self.assertEqual(self.messages_in(other_dir), {})
+        envelope = default[qid][1]
+        self.assertEqual(envelope["route"], "default")
+        self.assertEqual(envelope["mail_from"], "app@example.org")
+        self.assertEqual([r["address"] for r in envelope["recipients"]], ["a@normal.example"])
+
+    def test_a_refused_ehlo_ungreets_the_session(self):
+        p = self.start(HELO_GATE)
+        c = self.client(p, ehlo="good.example")
+        self.assertEqual(c.cmd("EHLO bad.example")[0], 550)
+        # As if no EHLO had been said: MAIL needs one first.
+        self.assertEqual(c.cmd("MAIL FROM:<app@example.org>")[0], 503)
+        self.assertEqual(c.cmd("EHLO good.example")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<app@example.org>")[0], 250)
+
+
 class RouteTest(LuaCase):
 
     def test_route_chosen_at_mail_from_and_at_data(self):

@@ -362,8 +362,8 @@ postern.on("mail_from", function(tx)
   assert(n == 4, "pairs: " .. n)
   local ok, err = pcall(function() tx.notes.t = {} end)
   assert(not ok and err:find("strings, numbers or booleans (got table)", 1, true), err)
-  ok, err = pcall(function() tx.notes.big = string.rep("x", 64 * 1024 + 1) end)
-  assert(not ok and err:find("64 KiB", 1, true), err)
+  ok, err = pcall(function() tx.notes.big = string.rep("x", 8 * 1024 + 1) end)
+  assert(not ok and err:find("8 KiB", 1, true), err)
 end)
 postern.on("rcpt_to", function(tx, rcpt)
   tx.notes.count = (tx.notes.count or 0) + 1
@@ -490,7 +490,9 @@ postern.on("data", function(tx) tx:set_mail_from("late@sender.example") end)
     EXPECT_CONTAINS(run_failure(*filter, Stage::kData), "MAIL FROM went upstream already");
     EXPECT_EQ(tx_.mail_from.address, "");
     tx_.live = false;
-    tx_.route_locked = true;
+    tx_.route_locked = true;  // the route alone being fixed does not stop a sender change
+    run_ok(*filter, Stage::kRcptTo);
+    tx_.sender_locked = true;
     EXPECT_CONTAINS(run_failure(*filter, Stage::kRcptTo), "MAIL FROM went upstream already");
 }
 
@@ -1336,6 +1338,39 @@ end)
     EXPECT_CONTAINS(run_failure(*filter, Stage::kConnect),
                     "setmetatable: __gc metamethods are not available in policy scripts");
     EXPECT_EQ(run_ok(*filter, Stage::kHelo).reason, "metatables ok");
+}
+
+// The check looks at the metatable raw: an __index on the metatable that adds __gc while the
+// check looks would otherwise slip a finalizer through (finalizers run without the count hook).
+TEST_F(LuaFilterTest, SetmetatableGcCheckIsRaw) {
+    auto filter = load(R"lua(
+postern.on("connect", function()
+  local mt = setmetatable({}, {__index = function(t, k)
+    if k == "__gc" then t.__gc = function() while true do end end end
+  end})
+  setmetatable({}, mt)
+  return postern.accept("no finalizer")
+end)
+postern.on("helo", function()
+  collectgarbage("collect")  -- a finalizer, had one slipped through, would never return here
+  collectgarbage("collect")
+  return postern.accept("collected")
+end)
+)lua");
+    ASSERT_NE(filter, nullptr);
+    EXPECT_EQ(run_ok(*filter, Stage::kConnect).reason, "no finalizer");
+    EXPECT_EQ(run_ok(*filter, Stage::kHelo).reason, "collected");
+}
+
+// A collection is one C call the count hook cannot interrupt: each is charged to the budget.
+TEST_F(LuaFilterTest, CollectgarbageIsCharged) {
+    auto filter = load(R"lua(
+postern.on("connect", function()
+  while true do collectgarbage("collect") end
+end)
+)lua");
+    ASSERT_NE(filter, nullptr);
+    EXPECT_CONTAINS(run_failure(*filter, Stage::kConnect), "instruction budget exceeded");
 }
 
 TEST_F(LuaFilterTest, HandlesDieWithTheirCall) {
