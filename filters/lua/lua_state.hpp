@@ -113,7 +113,7 @@ class LuaState {
     bool loading_ = false;
     bool aborting_ = false;  // the budget or the timeout ended the call
     bool out_of_memory_ = false;
-    static constexpr unsigned kMaxRefusals = 8;  // allocations refused in one call
+    static constexpr unsigned kMaxRefusals = 2;  // allocations refused in one call
     unsigned refusals_ = 0;
     bool damaged_ = false;
     uint64_t serial_ = 0;  // one per call: handles from an earlier call are refused
