@@ -4,7 +4,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 CONFIG     ?= config/postern.toml
-FUZZ_SECONDS ?= 30
+FUZZ_SECONDS ?= 20
 JOBS       ?= $(shell nproc)
 
 .PHONY: all deps build run test test-asan fuzz-build fuzz fuzz-smoke bench clean

@@ -347,6 +347,9 @@ int tx_remove_rcpt(lua_State* L) {
                           "tx:remove_rcpt needs delivery = \"queue\" (in passthrough the "
                           "recipients go upstream as the client sends them)");
     }
+    if (tx.rcpt_changes.size() >= 1000) {
+        return luaL_error(L, "tx:remove_rcpt: at most 1000 recipient changes per transaction");
+    }
     trace_change(L, "recipient removed " + address);
     std::erase_if(tx.rcpts, [&](const Address& r) {
         return r.address.size() == address.size() &&

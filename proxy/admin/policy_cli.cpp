@@ -244,7 +244,12 @@ int run_policy_command(const std::vector<std::string>& args) {
     ctx.conn = &conn;
     ctx.stage = Stage::kConnect;
     filters::Verdict v = runner.run(ctx);
-    if (refused(v)) return finish(v, "connect");
+    if (refused(v)) {
+        // The server answers a refusal at connect with 554 (5xx) or 421 in place of its greeting.
+        std::cout << "  (the server's greeting would be "
+                  << (v.reply && v.reply->code / 100 == 5 ? 554 : 421) << ")\n";
+        return finish(v, "connect");
+    }
     bool discard = v.action == Action::kDiscard;
 
     conn.helo = helo;
@@ -278,9 +283,18 @@ int run_policy_command(const std::vector<std::string>& args) {
         filters::Address rcpt = filters::Address::from_mailbox(strip_brackets(r));
         ctx.stage = Stage::kRcptTo;
         ctx.rcpt = &rcpt;
+        const filters::Transaction before = tx;  // as the server: a refusal undoes the hook
         v = runner.run(ctx);
         ctx.rcpt = nullptr;
         if (refused(v)) {
+            const bool changed = tx.tags != before.tags || tx.notes != before.notes ||
+                                 tx.route != before.route ||
+                                 tx.rcpt_changes.size() != before.rcpt_changes.size() ||
+                                 tx.mail_from.address != before.mail_from.address;
+            if (changed) {
+                std::cout << "  (the changes of this hook are undone: the recipient was refused)\n";
+            }
+            tx = before;
             last_refusal = v;
             if (v.action == Action::kDisconnect) return finish(v, "rcpt_to <" + rcpt.address + ">");
             continue;

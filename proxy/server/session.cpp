@@ -1411,7 +1411,7 @@ asio::awaitable<void> Session::stream_body(const smtp::DataReader& reader) {
         t.stream_started = true;
         if (ctx_.chain && ctx_.chain->handles(filters::Stage::kData)) {
             // The data stage runs at the end, when this is long gone upstream: it sees the
-            // header section (and, of the body, only what is still held then).
+            // header section kept here, and none of the body.
             t.saved_header = body_.substr(0, filters::HeaderBlock::header_length(body_));
         }
         queue::Envelope envelope = make_envelope();
