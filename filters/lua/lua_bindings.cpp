@@ -315,51 +315,44 @@ int tx_set_mail_from(lua_State* L) {
     return 0;
 }
 
-int tx_add_rcpt(lua_State* L) {
-    Transaction& tx = check_writable_tx(L, 1, "tx:add_rcpt");
-    std::string address = check_recipient(L, 2, "tx:add_rcpt");
+bool same_address(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) ==
+                      std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+// tx:add_rcpt and tx:remove_rcpt: recorded for the server (applied before storage) and shown
+// at once in tx.rcpts.
+int change_rcpt(lua_State* L, bool add) {
+    const char* what = add ? "tx:add_rcpt" : "tx:remove_rcpt";
+    Transaction& tx = check_writable_tx(L, 1, what);
+    std::string address = check_recipient(L, 2, what);
     if (tx.live) {
         return luaL_error(L,
-                          "tx:add_rcpt needs delivery = \"queue\" (in passthrough the "
-                          "recipients go upstream as the client sends them)");
+                          "%s needs delivery = \"queue\" (in passthrough the recipients go "
+                          "upstream as the client sends them)",
+                          what);
     }
     if (tx.rcpt_changes.size() >= 1000) {
-        return luaL_error(L, "tx:add_rcpt: at most 1000 recipient changes per transaction");
+        return luaL_error(L, "%s: at most 1000 recipient changes per transaction", what);
     }
-    trace_change(L, "recipient added " + address);
-    const bool known = std::any_of(tx.rcpts.begin(), tx.rcpts.end(), [&](const Address& r) {
-        return r.address.size() == address.size() &&
-               std::equal(r.address.begin(), r.address.end(), address.begin(), [](char x, char y) {
-                   return std::tolower(static_cast<unsigned char>(x)) ==
-                          std::tolower(static_cast<unsigned char>(y));
-               });
-    });
-    if (!known) tx.rcpts.push_back(Address::from_mailbox(address));
-    tx.rcpt_changes.push_back(RecipientChange{true, std::move(address)});
+    trace_change(L, (add ? "recipient added " : "recipient removed ") + address);
+    auto same = [&](const Address& r) { return same_address(r.address, address); };
+    if (!add) {
+        std::erase_if(tx.rcpts, same);
+    } else if (std::none_of(tx.rcpts.begin(), tx.rcpts.end(), same)) {
+        tx.rcpts.push_back(Address::from_mailbox(address));
+    }
+    tx.rcpt_changes.push_back(RecipientChange{add, std::move(address)});
     return 0;
 }
 
+int tx_add_rcpt(lua_State* L) {
+    return change_rcpt(L, true);
+}
 int tx_remove_rcpt(lua_State* L) {
-    Transaction& tx = check_writable_tx(L, 1, "tx:remove_rcpt");
-    std::string address = check_recipient(L, 2, "tx:remove_rcpt");
-    if (tx.live) {
-        return luaL_error(L,
-                          "tx:remove_rcpt needs delivery = \"queue\" (in passthrough the "
-                          "recipients go upstream as the client sends them)");
-    }
-    if (tx.rcpt_changes.size() >= 1000) {
-        return luaL_error(L, "tx:remove_rcpt: at most 1000 recipient changes per transaction");
-    }
-    trace_change(L, "recipient removed " + address);
-    std::erase_if(tx.rcpts, [&](const Address& r) {
-        return r.address.size() == address.size() &&
-               std::equal(r.address.begin(), r.address.end(), address.begin(), [](char x, char y) {
-                   return std::tolower(static_cast<unsigned char>(x)) ==
-                          std::tolower(static_cast<unsigned char>(y));
-               });
-    });
-    tx.rcpt_changes.push_back(RecipientChange{false, std::move(address)});
-    return 0;
+    return change_rcpt(L, false);
 }
 
 int tx_index(lua_State* L) {

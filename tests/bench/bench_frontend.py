@@ -58,13 +58,15 @@ def run_source(port, messages, size, sessions):
     return time.monotonic() - start
 
 
-def start_postern(binary, workdir, port):
+def start_postern(binary, workdir, port, level="warn", extra=""):
+    """postern with one listener on `port` and an outbox route under workdir; `extra` is more
+    TOML (e.g. a [[filter]])."""
     config = os.path.join(workdir, "bench.toml")
     with open(config, "w") as f:
         f.write(f"""[server]
 hostname = "bench.localdomain"
 [log]
-level = "warn"
+level = "{level}"
 [[listener]]
 name = "bench"
 address = "127.0.0.1:{port}"
@@ -72,7 +74,7 @@ max_connections = 5000
 max_connections_per_ip = 5000
 [route.default]
 outbox = "{os.path.join(workdir, 'outbox')}"
-""")
+{extra}""")
     proc = subprocess.Popen([binary, "serve", "--config", config], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(workdir, "postern.log"), "wb"))

@@ -1,7 +1,7 @@
 """Policy benchmark: Postfix's smtp-source sends N messages of SIZE octets over SESSIONS
 concurrent sessions into postern (outbox route, fsync on), alternating in each round
   1. postern with no filter;
-  2. postern with a 5-rule Lua policy on mail_from, rcpt_to and data (tests/bench/policy5.lua:
+  2. postern with a 5-rule Lua policy on mail_from, rcpt_to and data (tests/bench/lua/policy5.lua:
      a sender deny list, a tag, a recipient domain allow list, a required header check and an
      added header), every message accepted.
 Prints the rates, the ratio (2 / 1, medians over the rounds) and the mean cost of one hook call
@@ -17,39 +17,21 @@ import subprocess
 import tempfile
 import time
 
-from bench_frontend import free_port, run_source, wait_port, wait_after_cleanup, SMTP_SOURCE
+from bench_frontend import free_port, run_source, start_postern, wait_after_cleanup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def start_postern(binary, workdir, port, with_policy):
-    config = os.path.join(workdir, "bench.toml")
+def start_policy_postern(binary, workdir, port, with_policy):
     policy = ""
     if with_policy:
         policy = f"""
 [[filter]]
 type = "lua"
 name = "policy5"
-script = "{os.path.join(HERE, 'policy5.lua')}"
+script = "{os.path.join(HERE, 'lua', 'policy5.lua')}"
 """
-    with open(config, "w") as f:
-        f.write(f"""[server]
-hostname = "bench.localdomain"
-[log]
-level = "info"
-[[listener]]
-name = "bench"
-address = "127.0.0.1:{port}"
-max_connections = 5000
-max_connections_per_ip = 5000
-[route.default]
-outbox = "{os.path.join(workdir, 'outbox')}"
-{policy}""")
-    log = open(os.path.join(workdir, "postern.log"), "wb")
-    proc = subprocess.Popen([binary, "serve", "--config", config], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=log)
-    wait_port(port, proc)
-    return proc
+    return start_postern(binary, workdir, port, level="info", extra=policy)
 
 
 def stored(workdir):
@@ -85,7 +67,7 @@ def main():
             rounddir = os.path.join(workdir, f"round{r}-{'lua' if with_policy else 'none'}")
             os.makedirs(rounddir)
             port = free_port()
-            proc = start_postern(binary, rounddir, port, with_policy)
+            proc = start_policy_postern(binary, rounddir, port, with_policy)
             try:
                 seconds = run_source(port, a.messages, a.size, a.sessions)
             finally:

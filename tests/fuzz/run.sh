@@ -11,8 +11,11 @@ for target in $targets; do
     corpus="$build/corpus/$target"
     mkdir -p "$corpus"
     echo "fuzz: $target for ${seconds}s"
+    seeds=("$here/corpus/$target")
+    # The sandbox starts from real policies too: the shipped scripts and the benchmark's.
+    if [ "$target" = fuzz_lua_sandbox ]; then seeds+=("$here/../../scripts" "$here/../bench/lua"); fi
     "$build/tests/fuzz/$target" -max_total_time="$seconds" -max_len=4096 -print_final_stats=0 \
-        -artifact_prefix="$build/$target-" "$corpus" "$here/corpus/$target" 2>"$build/$target.log" \
+        -artifact_prefix="$build/$target-" "$corpus" "${seeds[@]}" 2>"$build/$target.log" \
         || { tail -40 "$build/$target.log"; echo "fuzz: $target FAILED"; exit 1; }
     grep -E '^(#[0-9]+\s+DONE|Done)' "$build/$target.log" | tail -1 || true
 done
