@@ -158,7 +158,7 @@ Session::Session(tcp::socket socket, ListenerContext& ctx, SessionRegistry& regi
 
 Session::~Session() {
     registry_.remove(this);
-    ctx_.limits.release(client_);
+    release_slot();
 }
 
 void Session::request_shutdown(bool force) {
@@ -319,6 +319,8 @@ asio::awaitable<void> Session::run() {
     }
     if (!out_.empty() && !io_failed_) co_await flush();
     co_await close_connection();
+    // Before the disconnect line: once it is logged, the slot is free for a new connection.
+    release_slot();
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     // Fields are built only when the line will be written (hot path).

@@ -204,6 +204,11 @@ class Session {
     asio::awaitable<void> close_connection();
     void reply(const smtp::Reply& r, bool counts_as_error = true);
     void reset_transaction();
+    // Gives the connection slot back to the listener's limits (once).
+    void release_slot() {
+        if (slot_held_) ctx_.limits.release(client_);
+        slot_held_ = false;
+    }
     // The transaction goes live through an upstream (passthrough), not into storage.
     bool relaying() const {
         return transaction_.route && !transaction_.route->upstream.empty() &&
@@ -259,6 +264,7 @@ class Session {
     std::chrono::steady_clock::time_point deadline_;
     bool timed_out_ = false;
     bool draining_ = false;
+    bool slot_held_ = true;  // of ctx_.limits, taken by the server before the session began
     bool force_stop_ = false;
     std::string end_reason_ = "quit";
 };
