@@ -35,7 +35,8 @@ FilterReply Chain::default_reply(Action action) {
 }
 
 boost::asio::awaitable<Verdict> Chain::run(HookContext& ctx) {
-    const std::string queue_id = ctx.tx ? ctx.tx->id : std::string();
+    static const std::string kNone;
+    const std::string& queue_id = ctx.tx ? ctx.tx->id : kNone;  // for the log lines only
     for (Entry& e : entries_) {
         if (!e.filter->handles(ctx.stage)) continue;
         Verdict v;

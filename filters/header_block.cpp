@@ -3,15 +3,12 @@
 
 #include <algorithm>
 
+#include "proxy/smtp/ascii.hpp"
+
 namespace postern::filters {
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c + 32) : c; };
-               return lower(x) == lower(y);
-           });
-}
+using smtp::iequals;
 
 bool is_wsp(char c) {
     return c == ' ' || c == '\t';

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "proxy/config/cidr.hpp"
+#include "proxy/smtp/ascii.hpp"
 #include "proxy/upstream/route_table.hpp"
 
 namespace postern::filters::lua {
@@ -315,13 +316,6 @@ int tx_set_mail_from(lua_State* L) {
     return 0;
 }
 
-bool same_address(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) ==
-                      std::tolower(static_cast<unsigned char>(y));
-           });
-}
-
 // tx:add_rcpt and tx:remove_rcpt: recorded for the server (applied before storage) and shown
 // at once in tx.rcpts.
 int change_rcpt(lua_State* L, bool add) {
@@ -338,7 +332,7 @@ int change_rcpt(lua_State* L, bool add) {
         return luaL_error(L, "%s: at most 1000 recipient changes per transaction", what);
     }
     trace_change(L, (add ? "recipient added " : "recipient removed ") + address);
-    auto same = [&](const Address& r) { return same_address(r.address, address); };
+    auto same = [&](const Address& r) { return smtp::iequals(r.address, address); };
     if (!add) {
         std::erase_if(tx.rcpts, same);
     } else if (std::none_of(tx.rcpts.begin(), tx.rcpts.end(), same)) {

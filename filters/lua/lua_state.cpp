@@ -224,6 +224,25 @@ int read_only_len(lua_State* L) {
     return 1;
 }
 
+// Makes the (empty) table at `view` a read-only view of the table at `backing`: reads, pairs,
+// ipairs and # go through; writes raise an error; the metatable cannot be fetched or changed.
+void set_read_only_view(lua_State* L, int view, int backing) {
+    view = lua_absindex(L, view);
+    backing = lua_absindex(L, backing);
+    lua_createtable(L, 0, 5);
+    lua_pushvalue(L, backing);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, read_only_error);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, read_only_pairs);
+    lua_setfield(L, -2, "__pairs");
+    lua_pushcfunction(L, read_only_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, view);
+}
+
 // Copies the named fields of the table at `from` into the table at `to`.
 void copy_fields(lua_State* L, int from, int to, std::initializer_list<const char*> names) {
     from = lua_absindex(L, from);
@@ -239,18 +258,7 @@ void copy_fields(lua_State* L, int from, int to, std::initializer_list<const cha
 void make_read_only(lua_State* L, int index) {
     index = lua_absindex(L, index);
     lua_newtable(L);  // the proxy
-    lua_createtable(L, 0, 5);
-    lua_pushvalue(L, index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, read_only_error);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, read_only_pairs);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushcfunction(L, read_only_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    set_read_only_view(L, -1, index);
     lua_replace(L, index);
 }
 
@@ -341,14 +349,7 @@ int freeze_globals(lua_State* L) {
         lua_pushnil(L);
         lua_rawset(L, env);
     }
-    lua_createtable(L, 0, 3);
-    lua_pushvalue(L, contents);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, read_only_error);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, env);
+    set_read_only_view(L, env, contents);
     return 0;
 }
 

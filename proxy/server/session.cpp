@@ -18,6 +18,7 @@
 #include "proxy/observe/log.hpp"
 #include "proxy/server/received_header.hpp"
 #include "proxy/smtp/address.hpp"
+#include "proxy/smtp/ascii.hpp"
 #include "proxy/smtp/command.hpp"
 #include "proxy/smtp/header_from.hpp"
 #include "proxy/smtp/replies.hpp"
@@ -63,13 +64,6 @@ filters::Address filter_recipient(const smtp::RcptTo& r) {
     filters::Address out = filter_address(r.recipient);
     if (!r.params.orcpt.empty()) out.params.emplace_back("ORCPT", r.params.orcpt);
     return out;
-}
-
-bool iequal(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) ==
-                      std::tolower(static_cast<unsigned char>(y));
-           });
 }
 
 // The refusal for a message whose content breaks the listener's rules, known from its flags.
@@ -849,17 +843,18 @@ asio::awaitable<void> Session::on_rcpt(std::string_view args) {
         filter_rcpt = filter_recipient(parsed.value);
         before_hook = filtered;
         sender_before = transaction_.mail.sender;
-        if (!co_await run_filters(filters::Stage::kRcptTo, &filter_rcpt)) {
+        filters::Verdict verdict;
+        if (!co_await run_filters(filters::Stage::kRcptTo, &filter_rcpt, nullptr, &verdict)) {
             undo_hook();
             co_return;
         }
-        if (last_verdict_.action == filters::Action::kDiscard) {
+        if (verdict.action == filters::Action::kDiscard) {
             // Answered as accepted; this recipient gets nothing.
             log(LogLevel::kInfo, "discarded",
                 {{"conn", id_},
                  {"queue_id", filtered.id},
                  {"rcpt", filter_rcpt.address},
-                 {"reason", last_verdict_.reason}});
+                 {"reason", verdict.reason}});
             ++transaction_.rcpt_attempts;
             ++transaction_.discarded_rcpts;
             co_return reply(replies::kRecipientOk);
@@ -1204,7 +1199,7 @@ std::optional<smtp::Reply> Session::header_from_refusal(std::string_view message
 }
 
 asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::Address* rcpt,
-                                           filters::Message* message) {
+                                           filters::Message* message, filters::Verdict* verdict) {
     using filters::Action;
     filters::HookContext hook;
     hook.stage = stage;
@@ -1213,7 +1208,6 @@ asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::
     hook.tx = in_transaction ? &transaction_.filtered : nullptr;
     hook.rcpt = rcpt;
     hook.message = message;
-    last_verdict_ = filters::Verdict{};  // what callers read is this stage's verdict only
     filters::Verdict v = co_await ctx_.chain->run(hook);
     if (in_transaction && transaction_.filtered.new_mail_from) {
         // tx:set_mail_from: the script checked the form; parsed here as a client's would be.
@@ -1235,10 +1229,10 @@ asio::awaitable<bool> Session::run_filters(filters::Stage stage, const filters::
             transaction_.filtered.mail_from = filter_sender(transaction_.mail);  // unchanged
         }
     }
+    if (verdict) *verdict = v;
     if (v.action == Action::kContinue || v.action == Action::kAccept) co_return true;
-    last_verdict_ = v;
     if (v.action == Action::kDiscard) {
-        // At rcpt_to only that recipient goes (the caller sees last_verdict_); before a
+        // At rcpt_to only that recipient goes (the caller sees the verdict); before a
         // transaction, every message of the connection.
         if (!in_transaction) discard_all_ = true;
         if (stage == filters::Stage::kMailFrom || stage == filters::Stage::kData) {
@@ -1266,36 +1260,36 @@ asio::awaitable<bool> Session::filter_message(uint64_t size) {
     Transaction& t = transaction_;
     filters::Transaction& f = t.filtered;
     if (t.discarded) co_return true;
-    const bool streamed = t.stream_started;
-    std::string_view whole = body_;
-    const size_t header_length =
-        streamed ? t.saved_header.size() : filters::HeaderBlock::header_length(whole);
-    filters::Message message;
-    message.headers = filters::HeaderBlock(streamed ? std::string_view(t.saved_header)
-                                                    : whole.substr(0, header_length));
-    const size_t blank = whole.substr(header_length, 2) == "\r\n" ? 2 : 0;
-    message.body = streamed ? std::string_view() : whole.substr(header_length + blank);
-    message.body_size = size > header_length + blank ? size - header_length - blank : 0;
-    message.body_complete = !streamed;
     f.size = size;
     f.live = relaying();
     // A passthrough listener's messages cannot change route at the end: the choice of
     // relaying or storing was made at RCPT.
     if (ctx_.listener.delivery == config::DeliveryMode::kPassthrough) f.route_locked = true;
-    if (ctx_.chain->handles(filters::Stage::kData) &&
-        !co_await run_filters(filters::Stage::kData, nullptr, &message)) {
-        if (t.upstream) {
-            // Refused before the upstream saw the end of the data: it must never deliver it.
-            t.upstream->close();
-            t.upstream.release();
+    // The message is parsed for the filters only when one of them looks at it.
+    if (ctx_.chain->handles(filters::Stage::kData)) {
+        const bool streamed = t.stream_started;
+        std::string_view whole = body_;
+        const size_t header_length =
+            streamed ? t.saved_header.size() : filters::HeaderBlock::header_length(whole);
+        filters::Message message;
+        message.headers = filters::HeaderBlock(streamed ? std::string_view(t.saved_header)
+                                                        : whole.substr(0, header_length));
+        const size_t blank = whole.substr(header_length, 2) == "\r\n" ? 2 : 0;
+        message.body = streamed ? std::string_view() : whole.substr(header_length + blank);
+        message.body_size = size > header_length + blank ? size - header_length - blank : 0;
+        message.body_complete = !streamed;
+        if (!co_await run_filters(filters::Stage::kData, nullptr, &message)) {
+            if (t.upstream) {
+                // Refused before the upstream saw the end of the data: it must never deliver.
+                t.upstream->close();
+                t.upstream.release();
+            }
+            co_return false;
         }
-        co_return false;
-    }
-    if (t.discarded) co_return true;
-    if (message.headers.changed() && !streamed) {
-        std::string rest = body_.substr(header_length);
-        body_ = message.headers.text();
-        body_ += rest;
+        if (t.discarded) co_return true;
+        if (message.headers.changed() && !streamed) {
+            body_.replace(0, header_length, message.headers.text());
+        }
     }
     for (const filters::RecipientChange& c : f.rcpt_changes) {
         if (c.add) {
@@ -1308,14 +1302,15 @@ asio::awaitable<bool> Session::filter_message(uint64_t size) {
             }
             const bool known = std::any_of(
                 t.recipients.begin(), t.recipients.end(),
-                [&](const auto& r) { return iequal(r.recipient.mailbox(), c.address); });
+                [&](const auto& r) { return smtp::iequals(r.recipient.mailbox(), c.address); });
             if (known) continue;
             smtp::RcptTo added;
             added.recipient = parsed.address;
             t.recipients.push_back(std::move(added));
         } else {
-            std::erase_if(t.recipients,
-                          [&](const auto& r) { return iequal(r.recipient.mailbox(), c.address); });
+            std::erase_if(t.recipients, [&](const auto& r) {
+                return smtp::iequals(r.recipient.mailbox(), c.address);
+            });
         }
     }
     if (!f.rcpt_changes.empty()) {

@@ -170,10 +170,12 @@ class Session {
 
     asio::awaitable<void> on_helo(std::string_view args, bool extended);
     asio::awaitable<void> on_mail(std::string_view args);
-    // Runs the filter chain at a stage. True: go on (continue or accept); false: the verdict's
-    // reply is given (and the session closes on a disconnect).
+    // Runs the filter chain at a stage. True: go on (continue, accept or discard); false: the
+    // verdict's reply is given (and the session closes on a disconnect). `verdict`, when given,
+    // receives the stage's verdict.
     asio::awaitable<bool> run_filters(filters::Stage stage, const filters::Address* rcpt = nullptr,
-                                      filters::Message* message = nullptr);
+                                      filters::Message* message = nullptr,
+                                      filters::Verdict* verdict = nullptr);
     // The data stage before storage or the final relay: false when the message goes no further
     // (the reply is given).
     asio::awaitable<bool> filter_message(uint64_t size);
@@ -246,7 +248,6 @@ class Session {
 
     std::string helo_;
     filters::Connection filter_conn_;  // the connection as filters see it
-    filters::Verdict last_verdict_;    // of the last run_filters that refused
     bool discard_all_ = false;         // a filter said discard before any transaction
     std::string user_;                 // authenticated as (empty: not)
     const config::UserConfig* user_options_ = nullptr;

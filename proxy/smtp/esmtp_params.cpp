@@ -4,6 +4,7 @@
 #include <charconv>
 #include <vector>
 
+#include "proxy/smtp/ascii.hpp"
 #include "proxy/smtp/replies.hpp"
 #include "proxy/smtp/xtext.hpp"
 
@@ -24,10 +25,6 @@ std::string to_upper(std::string_view s) {
     std::string out(s);
     for (char& c : out) c = upper(c);
     return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return to_upper(a) == to_upper(b);
 }
 
 bool is_alnum(char c) {

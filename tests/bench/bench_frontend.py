@@ -114,16 +114,21 @@ def wait_after_cleanup(parent, settle):
         time.sleep(settle - since)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_load_arguments(ap):
+    """The options of an smtp-source load into an outbox (this benchmark and bench_policy)."""
     ap.add_argument("--postern", default="build/postern")
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--settle", type=int, default=400,
                     help="seconds to leave between a previous run's clean-up and this run")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_load_arguments(ap)
+    ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--workdir", default=None,
                     help="where the outbox goes (default: a new folder under build/)")
     a = ap.parse_args()

@@ -13,11 +13,10 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 
-from bench_frontend import free_port, run_source, start_postern, wait_after_cleanup
+from bench_frontend import (add_load_arguments, free_port, run_source, start_postern,
+                            wait_after_cleanup)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,13 +39,7 @@ def stored(workdir):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--postern", default="build/postern")
-    ap.add_argument("--messages", type=int, default=20000)
-    ap.add_argument("--size", type=int, default=4096)
-    ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--settle", type=int, default=400,
-                    help="seconds to leave between a previous run's clean-up and this run")
+    add_load_arguments(ap)
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args()
     binary = os.path.abspath(a.postern)

@@ -129,24 +129,48 @@ class Postern:
 
     def messages(self):
         """{queue_id: (eml bytes, envelope dict)} of the outbox."""
-        out = {}
-        if not os.path.isdir(self.outbox):
-            return out
-        for name in sorted(os.listdir(self.outbox)):
-            if name.endswith(".eml"):
-                qid = name[:-4]
-                with open(os.path.join(self.outbox, name), "rb") as f:
-                    eml = f.read()
-                with open(os.path.join(self.outbox, qid + ".json")) as f:
-                    env = json.load(f)
-                out[qid] = (eml, env)
-        return out
+        return outbox_messages(self.outbox)
 
     def outbox_names(self):
         return sorted(os.listdir(self.outbox)) if os.path.isdir(self.outbox) else []
 
     def connect(self, source=None, timeout=10):
         return SmtpConn(("127.0.0.1", self.port), source=source, timeout=timeout)
+
+
+def outbox_messages(directory):
+    """{queue_id: (eml bytes, envelope dict)} of an outbox directory ({} when it is absent)."""
+    out = {}
+    if not os.path.isdir(directory):
+        return out
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".eml"):
+            qid = name[:-4]
+            with open(os.path.join(directory, name), "rb") as f:
+                eml = f.read()
+            with open(os.path.join(directory, qid + ".json")) as f:
+                out[qid] = (eml, json.load(f))
+    return out
+
+
+def smtp_transaction(c, mail_from, rcpts, body, mail_params=""):
+    """One transaction over an open SmtpConn; DATA only when a recipient was accepted.
+    Returns {"mail": (code, text), "rcpt": [(code, text)...], "data": (code, text) or None}."""
+    out = {"mail": c.cmd(f"MAIL FROM:<{mail_from}>" + (" " + mail_params
+                                                       if mail_params else ""))[:2],
+           "rcpt": [], "data": None}
+    if out["mail"][0] != 250:
+        return out
+    for r in rcpts:
+        out["rcpt"].append(c.cmd(f"RCPT TO:<{r}>")[:2])
+    if any(code == 250 for code, _ in out["rcpt"]):
+        code, text, _ = c.cmd("DATA")
+        if code == 354:
+            c.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+            out["data"] = c.reply()[:2]
+        else:
+            out["data"] = (code, text)
+    return out
 
 
 def strip_received(eml):

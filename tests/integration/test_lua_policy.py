@@ -19,7 +19,8 @@ import threading
 import time
 import unittest
 
-from harness import BINARY, QUEUED, Postern, strip_received, toml_value, wait_for
+from harness import (BINARY, QUEUED, Postern, outbox_messages, smtp_transaction, strip_received,
+                     toml_value, wait_for)
 from upstreams import RelayTestCase, log_events
 
 POLICY_FAILED = (451, "4.3.0 Policy check failed; try again later")
@@ -84,19 +85,7 @@ class LuaCase(unittest.TestCase):
                     body=b"Subject: lua test\r\n\r\nhello\r\n"):
         """MAIL, RCPTs, and DATA when a recipient was accepted: {"mail": (code, text),
         "rcpt": [(code, text)...], "data": (code, text) or None}."""
-        out = {"mail": c.cmd(f"MAIL FROM:<{mail_from}>")[:2], "rcpt": [], "data": None}
-        if out["mail"][0] != 250:
-            return out
-        for r in rcpts:
-            out["rcpt"].append(c.cmd(f"RCPT TO:<{r}>")[:2])
-        if any(code == 250 for code, _ in out["rcpt"]):
-            code, text, _ = c.cmd("DATA")
-            if code == 354:
-                c.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
-                out["data"] = c.reply()[:2]
-            else:
-                out["data"] = (code, text)
-        return out
+        return smtp_transaction(c, mail_from, rcpts, body)
 
     def queued_id(self, reply):
         code, text = reply
@@ -105,19 +94,7 @@ class LuaCase(unittest.TestCase):
         self.assertIsNotNone(m, text)
         return m.group(1)
 
-    @staticmethod
-    def messages_in(directory):
-        """{queue_id: (eml bytes, envelope dict)} of an outbox directory."""
-        out = {}
-        if not os.path.isdir(directory):
-            return out
-        for name in os.listdir(directory):
-            if name.endswith(".eml"):
-                with open(os.path.join(directory, name), "rb") as f:
-                    eml = f.read()
-                with open(os.path.join(directory, name[:-4] + ".json")) as f:
-                    out[name[:-4]] = (eml, json.load(f))
-        return out
+    messages_in = staticmethod(outbox_messages)
 
     def events(self, p, event):
         return log_events(p.log(), event)

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BINARY, QUEUED, SOURCE, Postern, wait_for
+from harness import BINARY, QUEUED, SOURCE, Postern, outbox_messages, wait_for
 from upstreams import RelayTestCase, log_events
 
 SCRIPTS = os.path.join(SOURCE, "scripts")
@@ -786,18 +786,6 @@ def smtp_send(c, mail_from, rcpt, body):
         return out + [(code, text)]
     c.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
     return out + [c.reply()[:2]]
-
-
-def outbox_messages(directory):
-    """{queue_id: (eml bytes, envelope dict)} of an outbox directory."""
-    out = {}
-    for name in os.listdir(directory):
-        if name.endswith(".eml"):
-            with open(os.path.join(directory, name), "rb") as f:
-                eml = f.read()
-            with open(os.path.join(directory, name[:-4] + ".json")) as f:
-                out[name[:-4]] = (eml, json.load(f))
-    return out
 
 
 def header_fields(eml):

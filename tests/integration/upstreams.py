@@ -22,7 +22,7 @@ import time
 import unittest
 from types import SimpleNamespace
 
-from harness import BINARY, Postern, toml_value
+from harness import BINARY, Postern, smtp_transaction, toml_value
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3"
@@ -988,23 +988,8 @@ class RelayTestCase(unittest.TestCase):
         return c
 
     def transaction(self, c, mail_from, rcpts, body, mail_params="", quit=True):
-        """One transaction over an open client connection; DATA only when a recipient was
-        accepted. Returns {"mail": (code, text), "rcpt": [(code, text)...], "data":
-        (code, text) or None}."""
-        out = {"mail": c.cmd(f"MAIL FROM:<{mail_from}>" + (" " + mail_params
-                                                           if mail_params else ""))[:2],
-               "rcpt": [], "data": None}
-        if out["mail"][0] != 250:
-            return out
-        for r in rcpts:
-            out["rcpt"].append(c.cmd(f"RCPT TO:<{r}>")[:2])
-        if any(code == 250 for code, _ in out["rcpt"]):
-            code, text, _ = c.cmd("DATA")
-            if code == 354:
-                c.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
-                out["data"] = c.reply()[:2]
-            else:
-                out["data"] = (code, text)
+        """harness.smtp_transaction, then QUIT unless told not to."""
+        out = smtp_transaction(c, mail_from, rcpts, body, mail_params)
         if quit:
             c.cmd("QUIT")
         return out
