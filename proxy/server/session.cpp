@@ -23,6 +23,7 @@
 #include "proxy/smtp/header_from.hpp"
 #include "proxy/smtp/replies.hpp"
 #include "proxy/smtp/sasl.hpp"
+#include "proxy/smtp/send_now.hpp"
 
 namespace postern::server {
 
@@ -220,7 +221,11 @@ asio::awaitable<bool> Session::flush() {
     if (tls_) {
         std::tie(ec, n) = co_await asio::async_write(*tls_, asio::buffer(out_), kUseTuple);
     } else {
-        std::tie(ec, n) = co_await asio::async_write(socket_, asio::buffer(out_), kUseTuple);
+        n = smtp::send_now(socket_, asio::buffer(out_), ec);
+        if (!ec && n < out_.size()) {
+            std::tie(ec, std::ignore) =
+                co_await asio::async_write(socket_, asio::buffer(out_) + n, kUseTuple);
+        }
     }
     io_ = Io::kNone;
     out_.clear();
@@ -268,6 +273,9 @@ void Session::reset_transaction() {
 }
 
 asio::awaitable<void> Session::run() {
+    // For smtp::send_now. Asio's first asynchronous operation would make the same call.
+    boost::system::error_code ignored;
+    socket_.non_blocking(true, ignored);
     // Fields are built only when the line will be written (hot path).
     if (observe::log_enabled(LogLevel::kInfo))
         log(LogLevel::kInfo, "connect",

@@ -14,6 +14,7 @@
 #include "proxy/config/cidr.hpp"
 #include "proxy/smtp/base64.hpp"
 #include "proxy/smtp/dot_stuffing.hpp"
+#include "proxy/smtp/send_now.hpp"
 
 namespace postern::upstream {
 namespace {
@@ -138,8 +139,11 @@ asio::awaitable<ClientFailure> SmtpClient::write(std::vector<asio::const_buffer>
     if (tls_) {
         std::tie(ec, std::ignore) = co_await asio::async_write(stream_, buffers, kUseTuple);
     } else {
-        std::tie(ec, std::ignore) =
-            co_await asio::async_write(stream_.next_layer(), buffers, kUseTuple);
+        smtp::consume(buffers, smtp::send_now(stream_.next_layer(), buffers, ec));
+        if (!ec && asio::buffer_size(buffers) > 0) {
+            std::tie(ec, std::ignore) =
+                co_await asio::async_write(stream_.next_layer(), buffers, kUseTuple);
+        }
     }
     io_ = Io::kNone;
     if (!ec) co_return ClientFailure{};
@@ -213,6 +217,7 @@ asio::awaitable<ClientFailure> SmtpClient::open() {
     }
     boost::system::error_code ignored;
     stream_.next_layer().set_option(tcp::no_delay(true), ignored);
+    stream_.next_layer().non_blocking(true, ignored);  // for smtp::send_now
     if (c.tls == config::UpstreamTls::kImplicit) {
         if (ClientFailure f = co_await handshake()) co_return f;
     }
