@@ -28,6 +28,7 @@
 #include "proxy/config/tls_files.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/queue/queue_id.hpp"
+#include "proxy/server/accept.hpp"
 #include "proxy/server/session.hpp"
 #include "proxy/smtp/replies.hpp"
 #include "proxy/upstream/outbox.hpp"
@@ -163,8 +164,8 @@ asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener, size_t 
     Worker& worker = *workers[index];
     tcp::acceptor& acceptor = *listener.acceptors[index];
     while (true) {
-        tcp::endpoint remote;  // filled by accept itself: no getpeername() per connection
-        auto [ec, socket] = co_await acceptor.async_accept(remote, kUseTuple);
+        // The peer's address comes with the connection: no getpeername() per connection.
+        auto [ec, socket, remote] = co_await accept_connection(acceptor);
         if (stopping || !acceptor.is_open()) co_return;
         if (ec) {
             // EMFILE and friends: wait a moment rather than spin, then go on accepting.
@@ -521,6 +522,7 @@ int Server::run() {
             if (!ec) a.set_option(tcp::no_delay(true), ec);
             if (!ec) a.bind(endpoint, ec);
             if (!ec && reuse_port) a.listen(kListenBacklog, ec);
+            if (!ec && reuse_port) a.non_blocking(true, ec);  // for accept_connection
         };
         // A plain bind fails when anyone, another postern included, listens on the port.
         tcp::acceptor probe(main_ctx);

@@ -273,9 +273,11 @@ void Session::reset_transaction() {
 }
 
 asio::awaitable<void> Session::run() {
-    // For smtp::send_now. Asio's first asynchronous operation would make the same call.
-    boost::system::error_code ignored;
-    socket_.non_blocking(true, ignored);
+    // For smtp::send_now. accept_connection() made it so already, without a system call.
+    if (!socket_.non_blocking()) {
+        boost::system::error_code ignored;
+        socket_.non_blocking(true, ignored);
+    }
     // Fields are built only when the line will be written (hot path).
     if (observe::log_enabled(LogLevel::kInfo))
         log(LogLevel::kInfo, "connect",

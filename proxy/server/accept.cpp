@@ -1,0 +1,77 @@
+// Accepting connections without ioctl and epoll_ctl per connection; see accept.hpp.
+#include "proxy/server/accept.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace postern::server {
+
+namespace {
+
+// Asio keeps, per socket, whether it is non-blocking and whether its descriptor may have been
+// duplicated; only a subclass can reach that state. Both facts are known here: accept4() set
+// O_NONBLOCK, and the descriptor is new and ours alone.
+class AdoptedSocket : public tcp::socket {
+  public:
+    using tcp::socket::socket;
+    void mark_non_blocking_and_unshared() {
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+        namespace ops = asio::detail::socket_ops;
+        auto& state = impl_.get_implementation().state_;
+        state |= ops::user_set_non_blocking | ops::internal_non_blocking;
+        state &= ~ops::possible_dup;
+#endif
+    }
+};
+
+bool worth_retrying_at_once(int error) {
+    // The client went before it was accepted, or a signal: the next one may be waiting.
+    return error == EINTR || error == ECONNABORTED || error == EPROTO;
+}
+
+}  // namespace
+
+asio::awaitable<Accepted> accept_connection(tcp::acceptor& acceptor) {
+    while (true) {
+        sockaddr_storage address{};
+        socklen_t length = sizeof address;
+        const int fd = ::accept4(acceptor.native_handle(), reinterpret_cast<sockaddr*>(&address),
+                                 &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            const int error = errno;
+            if (worth_retrying_at_once(error)) continue;
+            if (error == EAGAIN || error == EWOULDBLOCK) {
+                auto [ec] = co_await acceptor.async_wait(tcp::acceptor::wait_read,
+                                                         asio::as_tuple(asio::use_awaitable));
+                if (ec) co_return Accepted{ec, tcp::socket(acceptor.get_executor()), {}};
+                continue;
+            }
+            co_return Accepted{{error, boost::system::system_category()},
+                               tcp::socket(acceptor.get_executor()),
+                               {}};
+        }
+        Accepted out{{}, tcp::socket(acceptor.get_executor()), {}};
+        if (length <= out.remote.capacity()) {
+            std::memcpy(out.remote.data(), &address, length);
+            out.remote.resize(length);
+        }
+        AdoptedSocket socket(acceptor.get_executor());
+        const tcp protocol = address.ss_family == AF_INET6 ? tcp::v6() : tcp::v4();
+        socket.assign(protocol, fd, out.ec);  // registers the descriptor with epoll
+        if (out.ec) {
+            ::close(fd);
+            co_return out;
+        }
+        socket.mark_non_blocking_and_unshared();
+        out.socket = std::move(socket);
+        co_return out;
+    }
+}
+
+}  // namespace postern::server
