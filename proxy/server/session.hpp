@@ -25,12 +25,12 @@
 #include "proxy/queue/spool.hpp"
 #include "proxy/server/auth_limiter.hpp"
 #include "proxy/server/connection_limits.hpp"
-#include "proxy/server/input_buffer.hpp"
 #include "proxy/server/storage_guard.hpp"
 #include "proxy/server/user_db.hpp"
 #include "proxy/smtp/command.hpp"
 #include "proxy/smtp/data_reader.hpp"
 #include "proxy/smtp/esmtp_params.hpp"
+#include "proxy/smtp/input_buffer.hpp"
 #include "proxy/smtp/line_reader.hpp"
 #include "proxy/smtp/reply.hpp"
 #include "proxy/upstream/outbox.hpp"
@@ -239,8 +239,8 @@ class Session {
     const bool trusted_;
     const std::chrono::steady_clock::time_point started_;
 
-    InputBuffer in_;   // received, not yet consumed
-    std::string out_;  // replies of the current pipelined group
+    smtp::InputBuffer in_;  // received, not yet consumed
+    std::string out_;       // replies of the current pipelined group
     std::string line_;
     std::string body_;
     smtp::CommandReader reader_;

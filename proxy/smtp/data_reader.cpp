@@ -1,6 +1,8 @@
 // Message data state machine; see data_reader.hpp.
 #include "proxy/smtp/data_reader.hpp"
 
+#include "proxy/smtp/octet_scan.hpp"
+
 namespace postern::smtp {
 
 DataReader::DataReader(Mode mode, BareLineEndPolicy policy, uint64_t max_size, std::string& out)
@@ -46,21 +48,11 @@ void DataReader::text(unsigned char c) {
         refuse();
         return;
     }
+    // One octet of text (runs of text take the fast path in feed()).
+    if (c >= 0x80) flags_.eight_bit = true;
+    if (++line_length_ > kMaxTextLine) flags_.long_line = true;
     const char octet = static_cast<char>(c);
-    text_run(std::string_view(&octet, 1));
-}
-
-void DataReader::text_run(std::string_view run) {
-    // Octets without CR, LF or NUL: counted into the line and the message, then kept.
-    for (unsigned char c : run) {
-        if (c >= 0x80) {
-            flags_.eight_bit = true;
-            break;
-        }
-    }
-    line_length_ += run.size();
-    if (line_length_ > kMaxTextLine) flags_.long_line = true;
-    emit(run);
+    emit(std::string_view(&octet, 1));
 }
 
 size_t DataReader::feed(std::string_view input) {
@@ -112,18 +104,27 @@ size_t DataReader::feed(std::string_view input) {
                 bare_line_end();
                 continue;
             case State::kText: {
-                // The common case: a run of ordinary text, copied at once.
-                size_t end = i;
-                while (end < input.size()) {
-                    char x = input[end];
-                    if (x == '\r' || x == '\n' || x == '\0') break;
-                    ++end;
-                }
-                if (end > i) {
-                    text_run(input.substr(i, end - i));
+                // The common case: whole lines of ordinary text, copied at once. A real line end
+                // stays inside the run only when the next octet is here and is not ".": the
+                // same as the states above would do with it (kLineStart, then kText).
+                const size_t start = i;
+                while (true) {
+                    const size_t end = find_cr_lf_nul(input, i, flags_.eight_bit);
+                    line_length_ += end - i;
+                    if (line_length_ > kMaxTextLine) flags_.long_line = true;
                     i = end;
-                    continue;
+                    if (i + 2 < input.size() && input[i] == '\r' && input[i + 1] == '\n' &&
+                        input[i + 2] != '.') {
+                        i += 2;
+                        line_length_ = 0;
+                        continue;
+                    }
+                    break;
                 }
+                if (i > start) emit(input.substr(start, i - start));
+                if (i == input.size()) continue;
+                // A CR, LF or NUL that the run could not take.
+                c = static_cast<unsigned char>(input[i]);
                 if (c == '\r') {
                     state_ = State::kCr;
                 } else if (c == '\n') {

@@ -63,7 +63,6 @@ class DataReader {
     void refuse();
     void bare_line_end();
     void text(unsigned char c);
-    void text_run(std::string_view run);
 
     Mode mode_;
     BareLineEndPolicy policy_;

@@ -1,40 +1,52 @@
 // DATA payload encoding; see dot_stuffing.hpp.
 #include "proxy/smtp/dot_stuffing.hpp"
 
-#include <cstring>
+#include "proxy/smtp/octet_scan.hpp"
 
 namespace postern::smtp {
 
 void DotStuffer::append(std::string_view piece, std::string& out) {
-    out.reserve(out.size() + piece.size() + piece.size() / 64 + 5);
-    const char* p = piece.data();
-    const char* end = p + piece.size();
-    if (p == end) return;
-    if (skip_lf_ && *p == '\n') ++p;  // the LF of a CRLF split between pieces
+    const size_t size = piece.size();
+    if (size == 0) return;
+    out.reserve(out.size() + size + size / 64 + 5);
+    size_t i = 0;
+    if (skip_lf_ && piece[0] == '\n') ++i;  // the LF of a CRLF split between pieces
     skip_lf_ = false;
-    const char* next_lf = nullptr;  // the next LF at or after p, or end: each octet scanned once
-    while (p < end) {
-        if (line_start_ && *p == '.') out += '.';
-        if (!next_lf || next_lf < p) {
-            next_lf = static_cast<const char*>(std::memchr(p, '\n', end - p));
-            if (!next_lf) next_lf = end;
-        }
-        // Copy up to the next line end in one go.
-        const char* cr = static_cast<const char*>(std::memchr(p, '\r', next_lf - p));
-        const char* stop = cr ? cr : next_lf;
-        out.append(p, stop);
-        p = stop;
-        if (p == end) {
-            line_start_ = false;
+    bool eight_bit = false;  // not needed here
+    while (i < size) {
+        if (line_start_ && piece[i] == '.') out += '.';
+        // Whole CRLF lines are copied as they are, in one go, until a line that begins with "."
+        // (its dot is doubled above), a bare CR or LF (rewritten below) or the end of the piece.
+        const size_t start = i;
+        size_t stop;
+        while (true) {
+            stop = find_cr_lf_nul(piece, i, eight_bit);
+            if (stop < size && piece[stop] == '\0') {
+                i = stop + 1;  // a NUL is text here
+                continue;
+            }
+            if (stop + 2 < size && piece[stop] == '\r' && piece[stop + 1] == '\n' &&
+                piece[stop + 2] != '.') {
+                i = stop + 2;
+                continue;
+            }
             break;
         }
-        // CRLF, bare CR and bare LF all become one CRLF.
-        if (*p == '\r') {
-            if (p + 1 == end) skip_lf_ = true;
-            if (p + 1 < end && p[1] == '\n') ++p;
+        if (stop == size) {
+            out.append(piece.substr(start));
+            line_start_ = false;
+            return;
         }
-        ++p;
-        out += "\r\n";
+        if (piece[stop] == '\r' && stop + 1 < size && piece[stop + 1] == '\n') {
+            out.append(piece.substr(start, stop + 2 - start));  // ends with its CRLF
+            i = stop + 2;
+        } else {
+            // A bare CR or LF becomes CRLF; a CR that ends the piece may have its LF next.
+            out.append(piece.substr(start, stop - start));
+            out += "\r\n";
+            if (piece[stop] == '\r' && stop + 1 == size) skip_lf_ = true;
+            i = stop + 1;
+        }
         line_start_ = true;
     }
 }

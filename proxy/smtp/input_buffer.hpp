@@ -1,4 +1,5 @@
-// The receive buffer of a session: octets read but not yet consumed. Reads go straight into its
+// The receive buffer of a connection (a server session, an upstream client): octets read but
+// not yet consumed. Reads go straight into its
 // free space (no zero-filling, unlike std::string::resize); consuming from the front only moves
 // an index, and the rest is moved to the front only when space is needed.
 #pragma once
@@ -8,7 +9,7 @@
 #include <memory>
 #include <string_view>
 
-namespace postern::server {
+namespace postern::smtp {
 
 class InputBuffer {
   public:
@@ -60,4 +61,4 @@ class InputBuffer {
     size_t end_ = 0;
 };
 
-}  // namespace postern::server
+}  // namespace postern::smtp

@@ -156,9 +156,9 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
     ClientReply out;
     deadline_ = std::chrono::steady_clock::now() + timeout;
     while (true) {
-        auto parsed = smtp::ReplyParser::next(in_);
+        auto parsed = smtp::ReplyParser::next(in_.view());
         if (parsed.status == smtp::ReplyParser::Status::kReply) {
-            in_.erase(0, parsed.consumed);
+            in_.consume(parsed.consumed);
             out.reply = std::move(parsed.reply);
             // 421: the server is closing the connection (RFC 5321 3.8); nothing more goes on it.
             if (out.reply.code == 421) close();
@@ -172,20 +172,18 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
             out.failure = fail(stage, "connection already closed");
             co_return out;
         }
-        size_t old = in_.size();
-        in_.resize(old + kReadChunk);
         timed_out_ = false;
         io_ = Io::kBusy;
         boost::system::error_code ec;
         size_t n = 0;
-        auto buffer = asio::buffer(in_.data() + old, kReadChunk);
+        auto buffer = asio::buffer(in_.prepare(kReadChunk), kReadChunk);
         if (tls_) {
             std::tie(ec, n) = co_await stream_.async_read_some(buffer, kUseTuple);
         } else {
             std::tie(ec, n) = co_await stream_.next_layer().async_read_some(buffer, kUseTuple);
         }
         io_ = Io::kNone;
-        in_.resize(old + n);
+        in_.commit(n);
         if (ec) {
             std::string why = timed_out_               ? "timeout waiting for the reply"
                               : ec == asio::error::eof ? "connection closed by the server"

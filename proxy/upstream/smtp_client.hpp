@@ -23,6 +23,7 @@
 #include "proxy/smtp/capabilities.hpp"
 #include "proxy/smtp/client_commands.hpp"
 #include "proxy/smtp/dot_stuffing.hpp"
+#include "proxy/smtp/input_buffer.hpp"
 #include "proxy/smtp/reply_parser.hpp"
 
 namespace postern::upstream {
@@ -158,7 +159,7 @@ class SmtpClient {
     std::string address_;
     asio::ssl::stream<tcp::socket> stream_;
     bool tls_ = false;
-    std::string in_;
+    smtp::InputBuffer in_;  // received, not yet consumed
     smtp::Capabilities caps_;
     bool broken_ = false;
     bool dirty_ = false;           // a transaction was left open: RSET before the next
