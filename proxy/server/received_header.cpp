@@ -10,13 +10,20 @@ std::string rfc5322_date(std::chrono::system_clock::time_point t) {
     static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                               "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     std::time_t tt = std::chrono::system_clock::to_time_t(t);
+    // Every message of a busy second gets the same text: formatted once per second and thread
+    // (gmtime and snprintf were 3 % of a relayed message's instructions).
+    thread_local std::time_t cached_second = -1;
+    thread_local std::string cached_text;
+    if (tt == cached_second) return cached_text;
     std::tm tm{};
     gmtime_r(&tt, &tm);
     char buf[64];
     std::snprintf(buf, sizeof buf, "%s, %d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday],
                   tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
                   tm.tm_sec);
-    return buf;
+    cached_second = tt;
+    cached_text = buf;
+    return cached_text;
 }
 
 std::string received_header(const queue::Envelope& e, const std::string& hostname) {
