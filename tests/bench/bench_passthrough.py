@@ -3,7 +3,9 @@ concurrent sessions (a new connection per message, as smtp-source does by defaul
   1. straight into smtp-sink: the ceiling of this machine for the load;
   2. into postern in passthrough mode, which relays each message live to the same kind of
      smtp-sink through its upstream connection pool.
-Each round runs both, in that order. Then one more run of --count-messages through postern at
+Each round runs both, alternating which goes first (the machine's other load drifts within a
+round too), and reads postern's CPU time per message from /proc. Then one more run of
+--count-messages through postern at
 log level info counts the upstream connections it opened (log event upstream_connected), and a
 sequential probe measures the latency postern adds per message (one session per message, p50
 and p99 against the same probe straight into smtp-sink).
@@ -76,6 +78,43 @@ max_messages_per_connection = 1000000
     return proc, log_path
 
 
+def cpu_seconds(pid):
+    """User and system CPU seconds of a process so far, all its threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def ceiling_run(a):
+    """smtp-source straight into a fresh smtp-sink: seconds."""
+    sink_port = free_port()
+    sink = start_sink(sink_port)
+    try:
+        return run_source(sink_port, a.messages, a.size, a.sessions)
+    finally:
+        stop_sink(sink)
+
+
+def passthrough_run(a, binary, workdir):
+    """smtp-source -> postern -> a fresh smtp-sink: seconds, postern's (user, system) CPU
+    seconds for the load, its peak RSS in KiB, and the messages that reached the sink."""
+    sink_port = free_port()
+    sink = start_sink(sink_port)
+    port = free_port()
+    proc, _ = start_postern(binary, workdir, port, sink_port, "warn", a.threads)
+    try:
+        user0, system0 = cpu_seconds(proc.pid)
+        seconds = run_source(port, a.messages, a.size, a.sessions)
+        user1, system1 = cpu_seconds(proc.pid)
+        rss = status_kib(proc.pid, "VmHWM")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        arrived = stop_sink(sink)
+    return seconds, (user1 - user0, system1 - system0), rss, arrived
+
+
 def one_session(port, body):
     """One message in its own session, as an app would send it; returns seconds."""
     start = time.monotonic()
@@ -117,7 +156,7 @@ def main():
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count-messages", type=int, default=10000)
     ap.add_argument("--probe", type=int, default=1000, help="latency samples per side")
     ap.add_argument("--threads", type=int, default=0,
@@ -130,31 +169,25 @@ def main():
           f"{MAX_CONNECTIONS})")
 
     rounds = []
+    cpu_per_message = []  # postern's (user, system) microseconds per message, per round
     peak_rss = 0
     all_arrived = True
     for r in range(a.rounds):
-        sink_port = free_port()
-        sink = start_sink(sink_port)
-        try:
-            ceiling_s = run_source(sink_port, a.messages, a.size, a.sessions)
-        finally:
-            stop_sink(sink)
-        sink_port = free_port()
-        sink = start_sink(sink_port)
-        port = free_port()
-        proc, _ = start_postern(binary, workdir, port, sink_port, "warn", a.threads)
-        try:
-            postern_s = run_source(port, a.messages, a.size, a.sessions)
-            peak_rss = max(peak_rss, status_kib(proc.pid, "VmHWM"))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-            arrived = stop_sink(sink)
+        postern_first = r % 2 == 1
+        if not postern_first:
+            ceiling_s = ceiling_run(a)
+        postern_s, (user, system), rss, arrived = passthrough_run(a, binary, workdir)
+        if postern_first:
+            ceiling_s = ceiling_run(a)
+        peak_rss = max(peak_rss, rss)
         all_arrived = all_arrived and arrived == a.messages
         rounds.append((ceiling_s, postern_s))
-        print(f"round {r + 1}: ceiling {a.messages / ceiling_s:.0f} msg/s, passthrough "
-              f"{a.messages / postern_s:.0f} msg/s, ratio {ceiling_s / postern_s:.2f}, "
-              f"arrived {arrived}", flush=True)
+        cpu_per_message.append((user * 1e6 / a.messages, system * 1e6 / a.messages))
+        print(f"round {r + 1} ({'postern' if postern_first else 'ceiling'} first): ceiling "
+              f"{a.messages / ceiling_s:.0f} msg/s, passthrough {a.messages / postern_s:.0f} "
+              f"msg/s, ratio {ceiling_s / postern_s:.2f}, postern CPU "
+              f"{cpu_per_message[-1][0] + cpu_per_message[-1][1]:.0f} us/msg, arrived {arrived}",
+              flush=True)
 
     # Upstream connections opened for --count-messages messages through one route.
     sink_port = free_port()
@@ -187,6 +220,8 @@ def main():
     ratio = ratios[len(ratios) // 2]
     ceiling_rate = sorted(a.messages / c for c, _ in rounds)[len(rounds) // 2]
     postern_rate = sorted(a.messages / p for _, p in rounds)[len(rounds) // 2]
+    user_us = sorted(u for u, _ in cpu_per_message)[len(rounds) // 2]
+    system_us = sorted(s for _, s in cpu_per_message)[len(rounds) // 2]
     print()
     print(f"medians of {a.rounds} rounds:")
     print("| run | msg/s | ratio to ceiling | peak RSS |")
@@ -200,6 +235,8 @@ def main():
           f"through postern {relay_p50 * 1000:.2f} ms), p99 "
           f"{(relay_p99 - direct_p99) * 1000:.2f} ms (direct {direct_p99 * 1000:.2f} ms, "
           f"through postern {relay_p99 * 1000:.2f} ms)")
+    print(f"postern's CPU per message (median of rounds): {user_us + system_us:.0f} us (user "
+          f"{user_us:.0f} us, system {system_us:.0f} us), threads = {a.threads}")
     print(f"upstream connections opened for {a.count_messages} messages: {opened} "
           f"(max_connections {MAX_CONNECTIONS}); arrived {counted_arrived}")
     print(f"every message arrived at the sink: {'yes' if all_arrived else 'NO'}")
