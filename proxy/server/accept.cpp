@@ -38,6 +38,7 @@ bool worth_retrying_at_once(int error) {
 }  // namespace
 
 asio::awaitable<Accepted> accept_connection(tcp::acceptor& acceptor) {
+    bool waited = false;
     while (true) {
         sockaddr_storage address{};
         socklen_t length = sizeof address;
@@ -49,14 +50,15 @@ asio::awaitable<Accepted> accept_connection(tcp::acceptor& acceptor) {
             if (error == EAGAIN || error == EWOULDBLOCK) {
                 auto [ec] = co_await acceptor.async_wait(tcp::acceptor::wait_read,
                                                          asio::as_tuple(asio::use_awaitable));
-                if (ec) co_return Accepted{ec, tcp::socket(acceptor.get_executor()), {}};
+                if (ec) co_return Accepted{ec, tcp::socket(acceptor.get_executor()), {}, true};
+                waited = true;
                 continue;
             }
             co_return Accepted{{error, boost::system::system_category()},
                                tcp::socket(acceptor.get_executor()),
                                {}};
         }
-        Accepted out{{}, tcp::socket(acceptor.get_executor()), {}};
+        Accepted out{{}, tcp::socket(acceptor.get_executor()), {}, waited};
         if (length <= out.remote.capacity()) {
             std::memcpy(out.remote.data(), &address, length);
             out.remote.resize(length);

@@ -22,6 +22,7 @@ struct Accepted {
     boost::system::error_code ec;  // set: nothing was accepted (the caller pauses or stops)
     tcp::socket socket;
     tcp::endpoint remote;
+    bool waited = false;  // the listener had nothing at first: other work ran meanwhile
 };
 
 // The listening socket must be non-blocking (acceptor.non_blocking(true)). Waits until a

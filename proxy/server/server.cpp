@@ -43,6 +43,7 @@ namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr int kListenBacklog = 1024;
 constexpr auto kForcedExitWait = std::chrono::seconds(5);
+constexpr unsigned kAcceptsBeforeYield = 16;  // connections accepted in a row, then other work
 // How often each I/O thread looks for reads and writes past their deadline: timeouts fire at
 // most this late, and no timer is armed per operation.
 constexpr auto kSweepInterval = std::chrono::milliseconds(200);
@@ -163,10 +164,17 @@ asio::awaitable<void> Server::Impl::run_session(tcp::socket socket, ListenerStat
 asio::awaitable<void> Server::Impl::accept_loop(ListenerState& listener, size_t index) {
     Worker& worker = *workers[index];
     tcp::acceptor& acceptor = *listener.acceptors[index];
+    unsigned accepted_in_a_row = 0;
     while (true) {
         // The peer's address comes with the connection: no getpeername() per connection.
-        auto [ec, socket, remote] = co_await accept_connection(acceptor);
+        auto [ec, socket, remote, waited] = co_await accept_connection(acceptor);
         if (stopping || !acceptor.is_open()) co_return;
+        // A listener that always has a connection waiting would keep this thread from the
+        // sessions it already has: let them run now and then.
+        accepted_in_a_row = waited ? 0 : accepted_in_a_row + 1;
+        if (accepted_in_a_row % kAcceptsBeforeYield == kAcceptsBeforeYield - 1) {
+            co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+        }
         if (ec) {
             // EMFILE and friends: wait a moment rather than spin, then go on accepting.
             log(LogLevel::kWarn, "accept_failed",
