@@ -4,7 +4,7 @@
 // The message data decoder and the dot-stuffing encoder spend most of their time looking for
 // line ends. Testing a block for any of three octet values costs about as much as testing one
 // octet three times: on a 4 KB message this took a third off postern's user-space
-// instructions (docs/bench.md, "Where the time goes").
+// instructions (docs/bench.md, "Passthrough").
 #pragma once
 
 #include <bit>

@@ -4,9 +4,9 @@
 // Replies and commands are a few hundred octets and the socket's send buffer is nearly always
 // free, so the direct send nearly always takes everything and the coroutine does not suspend.
 // That saves, per write, an operation object, the reactor's lock, a trip through the
-// scheduler's queue and a resumption: about a third of postern's user-space time per message
-// in passthrough (docs/bench.md). The system calls are the same: Asio's asynchronous write
-// also starts with a non-blocking send.
+// scheduler's queue and a resumption: about a fifth of postern's user-space CPU per message
+// in passthrough (67 -> 53 us; docs/bench.md, "Passthrough"). The system calls are the same:
+// Asio's asynchronous write also starts with a non-blocking send.
 //
 // The socket must be in non-blocking mode (socket.non_blocking(true)); TLS streams keep the
 // asynchronous path, as OpenSSL may need to read before it can write.
