@@ -355,6 +355,26 @@ int Server::run() {
     }
     asio::io_context& main_ctx = s.workers.front()->ctx;
 
+    // The first SIGTERM/SIGINT drains; a second one closes every session at once.
+    // SIGHUP reads the certificates and the users file again (reload_certificates).
+    // Installed before anything listens: a signal sent as soon as the port answers must not
+    // take the default action (SIGHUP would end the server); it waits for main_ctx.run().
+    asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
+    std::function<void(const boost::system::error_code&, int)> on_signal =
+        [&](const boost::system::error_code& ec, int number) {
+            if (ec) return;
+            if (number == SIGHUP) {
+                s.reload_certificates();
+            } else if (!s.stopping) {
+                s.stopping = true;
+                asio::co_spawn(main_ctx, s.shutdown(number), asio::detached);
+            } else {
+                s.force_close(number);
+            }
+            signals.async_wait(on_signal);
+        };
+    signals.async_wait(on_signal);
+
     try {
         for (const auto& [name, route] : config.routes) {
             if (route.outbox.empty()) continue;
@@ -565,24 +585,6 @@ int Server::run() {
     for (auto& w : s.workers) {
         asio::co_spawn(w->ctx, s.sweep_deadlines(*w), asio::detached);
     }
-
-    // The first SIGTERM/SIGINT drains; a second one closes every session at once.
-    // SIGHUP reads the certificates and the users file again (reload_certificates).
-    asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
-    std::function<void(const boost::system::error_code&, int)> on_signal =
-        [&](const boost::system::error_code& ec, int number) {
-            if (ec) return;
-            if (number == SIGHUP) {
-                s.reload_certificates();
-            } else if (!s.stopping) {
-                s.stopping = true;
-                asio::co_spawn(main_ctx, s.shutdown(number), asio::detached);
-            } else {
-                s.force_close(number);
-            }
-            signals.async_wait(on_signal);
-        };
-    signals.async_wait(on_signal);
 
     log(LogLevel::kInfo, "started",
         {{"version", POSTERN_VERSION},

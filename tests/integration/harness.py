@@ -25,6 +25,10 @@ SHARED = os.path.normpath(os.path.join(SOURCE, "..", "shared"))
 QUEUED = re.compile(r"^2\.0\.0 Ok: queued as ([0-9A-HJKMNP-TV-Z]{14})$")
 
 
+# postern's "started" log line, in the text and in the JSON log format.
+STARTED = re.compile(r'event=started\b|"event":\s*"started"')
+
+
 def wait_for(predicate, timeout=5.0, step=0.02):
     """Polls predicate until it holds or timeout passes; returns its last value."""
     deadline = time.time() + timeout
@@ -60,7 +64,7 @@ class Postern:
     def __init__(self, listener=None, server=None, extra_toml="", routes=None):
         self.dir = tempfile.mkdtemp(prefix="postern-it-")
         self.outbox = os.path.join(self.dir, "outbox")
-        self.port = free_port()
+        self.port = self.generated_port = free_port()
         self.log_path = os.path.join(self.dir, "postern.log")
         listener_keys = {"name": "test", "address": f"127.0.0.1:{self.port}",
                          "trusted_networks": ["127.0.0.0/8", "::1/128"]}
@@ -79,23 +83,47 @@ class Postern:
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.proc = None
+        self.log_file = None
 
     def start(self, preexec_fn=None):
-        """Starts the server; preexec_fn runs in the child before exec (e.g. set rlimits)."""
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([BINARY, "serve", "--config", self.config_path],
-                                     stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("postern exited at start-up:\n" + self.log())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("postern did not start listening:\n" + self.log())
+        """Starts the server and returns once it logged event=started (its listeners are open
+        and its signal handlers installed); preexec_fn runs in the child before exec (e.g. set
+        rlimits). A port that free_port() found free can be taken by another test's server
+        before postern binds it; postern then fails with "cannot listen", and the generated
+        address moves to another free port (up to three tries)."""
+        for attempt in range(3):
+            if self.log_file:
+                self.log_file.close()
+            self.log_file = open(self.log_path, "wb")
+            self.proc = subprocess.Popen([BINARY, "serve", "--config", self.config_path],
+                                         stdout=self.log_file, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                if STARTED.search(self.log()):
+                    return self
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            else:
+                raise RuntimeError("postern did not start:\n" + self.log())
+            log = self.log()
+            if attempt < 2 and "cannot listen" in log and self._move_to_free_port():
+                continue
+            raise RuntimeError("postern exited at start-up:\n" + log)
+
+    def _move_to_free_port(self):
+        """Rewrites the generated listener address with a new free port; False when the test
+        chose the address itself."""
+        with open(self.config_path) as f:
+            config = f.read()
+        old = f'address = "127.0.0.1:{self.port}"'
+        if config.count(old) != 1 or self.port != self.generated_port:
+            return False
+        self.port = self.generated_port = free_port()
+        with open(self.config_path, "w") as f:
+            f.write(config.replace(old, f'address = "127.0.0.1:{self.port}"'))
+        return True
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.proc and self.proc.poll() is None:
