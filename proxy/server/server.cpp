@@ -30,6 +30,7 @@
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/server/accept.hpp"
 #include "proxy/server/session.hpp"
+#include "proxy/smtp/draining_read.hpp"
 #include "proxy/smtp/replies.hpp"
 #include "proxy/upstream/outbox.hpp"
 
@@ -548,6 +549,12 @@ int Server::run() {
             // Accepted sockets inherit TCP_NODELAY from the listening one (Linux): replies go
             // out at once, with no setsockopt() per connection.
             if (!ec) a.set_option(tcp::no_delay(true), ec);
+            // So is TCP_INQ, with which reads see when they emptied the socket (DrainingRead).
+            // An optimisation only: a kernel without it reads as before.
+            if (!ec) {
+                boost::system::error_code unsupported;
+                smtp::enable_receive_queue_hint(a.native_handle(), unsupported);
+            }
             if (!ec) a.bind(endpoint, ec);
             if (!ec && reuse_port) a.listen(kListenBacklog, ec);
             if (!ec && reuse_port) a.non_blocking(true, ec);  // for accept_connection

@@ -20,6 +20,7 @@
 #include "proxy/smtp/address.hpp"
 #include "proxy/smtp/ascii.hpp"
 #include "proxy/smtp/command.hpp"
+#include "proxy/smtp/draining_read.hpp"
 #include "proxy/smtp/header_from.hpp"
 #include "proxy/smtp/replies.hpp"
 #include "proxy/smtp/sasl.hpp"
@@ -197,7 +198,8 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
         if (tls_) {
             std::tie(ec, n) = co_await tls_->async_read_some(buffer, kUseTuple);
         } else {
-            std::tie(ec, n) = co_await socket_.async_read_some(buffer, kUseTuple);
+            std::tie(ec, n) =
+                co_await socket_.async_read_some(smtp::DrainingRead(buffer), kUseTuple);
         }
         io_ = Io::kNone;
         in_.commit(n);

@@ -14,6 +14,7 @@
 #include "proxy/config/cidr.hpp"
 #include "proxy/smtp/base64.hpp"
 #include "proxy/smtp/dot_stuffing.hpp"
+#include "proxy/smtp/draining_read.hpp"
 #include "proxy/smtp/send_now.hpp"
 
 namespace postern::upstream {
@@ -180,7 +181,8 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
         if (tls_) {
             std::tie(ec, n) = co_await stream_.async_read_some(buffer, kUseTuple);
         } else {
-            std::tie(ec, n) = co_await stream_.next_layer().async_read_some(buffer, kUseTuple);
+            std::tie(ec, n) = co_await stream_.next_layer().async_read_some(
+                smtp::DrainingRead(buffer), kUseTuple);
         }
         io_ = Io::kNone;
         in_.commit(n);
@@ -215,6 +217,7 @@ asio::awaitable<ClientFailure> SmtpClient::open() {
     }
     boost::system::error_code ignored;
     stream_.next_layer().set_option(tcp::no_delay(true), ignored);
+    smtp::enable_receive_queue_hint(stream_.next_layer().native_handle(), ignored);  // DrainingRead
     stream_.next_layer().non_blocking(true, ignored);  // for smtp::send_now
     if (c.tls == config::UpstreamTls::kImplicit) {
         if (ClientFailure f = co_await handshake()) co_return f;
