@@ -150,20 +150,26 @@ std::optional<Read> run_until_done(Pair& p, std::optional<Read>& out) {
     return out;
 }
 
-TEST(DrainingRead, NextDataAfterAShortReadStillArrives) {
+// Sends `line` and reads it: the read empties the socket.
+void send_and_read(Pair& p, char* data, size_t size, const std::string& line) {
+    p.send(line);
+    std::optional<Read> r;
+    start_read(p, data, size, r);
+    ASSERT_TRUE(run_until_done(p, r));
+    EXPECT_EQ(r->text, line);
+}
+
+TEST(DrainingRead, NextDataAfterAnEmptyingReadStillArrives) {
     Pair p;
     char data[1024];
-    p.send("EHLO client.example\r\n");
-    std::optional<Read> first, second;
-    start_read(p, data, sizeof data, first);
-    ASSERT_TRUE(run_until_done(p, first));
-    EXPECT_EQ(first->text, "EHLO client.example\r\n");
+    send_and_read(p, data, sizeof data, "EHLO client.example\r\n");
 
     // The socket is empty now; the next command comes while the read waits.
+    std::optional<Read> second;
     start_read(p, data, sizeof data, second);
     asio::steady_timer later(p.io, 50ms);
     later.async_wait([&](boost::system::error_code) { p.send("MAIL FROM:<>\r\n"); });
-    ASSERT_TRUE(run_until_done(p, second)) << "the read after a short one never completed";
+    ASSERT_TRUE(run_until_done(p, second)) << "the read after an emptying one never completed";
     EXPECT_FALSE(second->ec);
     EXPECT_EQ(second->text, "MAIL FROM:<>\r\n");
 }
@@ -171,14 +177,12 @@ TEST(DrainingRead, NextDataAfterAShortReadStillArrives) {
 TEST(DrainingRead, DataThatCameBeforeTheNextReadStartedIsNotMissed) {
     Pair p;
     char data[1024];
-    p.send("RCPT TO:<b@example.net>\r\n");
-    std::optional<Read> first, second;
-    start_read(p, data, sizeof data, first);
-    ASSERT_TRUE(run_until_done(p, first));
+    send_and_read(p, data, sizeof data, "RCPT TO:<b@example.net>\r\n");
 
     // The next command is already queued when the read starts: its edge must still count.
     p.send("DATA\r\n");
     ASSERT_TRUE(p.readable());
+    std::optional<Read> second;
     start_read(p, data, sizeof data, second);
     ASSERT_TRUE(run_until_done(p, second)) << "data that came between two reads was missed";
     EXPECT_EQ(second->text, "DATA\r\n");
@@ -201,7 +205,7 @@ TEST(DrainingRead, CloseThatCameWithTheDataEndsTheNextRead) {
     EXPECT_EQ(second->ec, asio::error::eof);
 }
 
-TEST(DrainingRead, ManyShortReadsInARowLoseNothing) {
+TEST(DrainingRead, ManyEmptyingReadsInARowLoseNothing) {
     Pair p;
     char data[256];
     for (int i = 0; i < 200; ++i) {
