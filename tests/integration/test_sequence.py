@@ -1,6 +1,7 @@
 """RFC 5321 command sequence and syntax: the order of commands, the replies of every verb, the
 enhanced status codes (RFC 2034: only after EHLO), the EHLO keywords, address and parameter
 syntax, and command lines holding a bare LF, bare CR or NUL."""
+import socket
 import unittest
 
 from harness import wait_for, PosternTestCase
@@ -234,6 +235,27 @@ class SequenceTest(PosternTestCase):
         self.assertReply(c.cmd("QUIT"), 221, "2.0.0")
         self.assertTrue(c.closed())
         self.assertEqual(c.buf, b"")  # nothing after the 221
+
+    def test_client_that_talks_before_the_greeting(self):
+        # The first read of a new connection waits for epoll instead of trying recv() first
+        # (proxy/server/accept.cpp): commands that were already there when the connection was
+        # accepted must still be read. Many connections at once, so that some are accepted
+        # together and their data is there before their session first reads.
+        conns = []
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", self.postern.port), timeout=10)
+            s.sendall(b"EHLO early.test\r\nQUIT\r\n")
+            conns.append(s)
+        for s in conns:
+            received = b""
+            while True:
+                chunk = s.recv(4096)  # a hang here fails with the socket timeout
+                if not chunk:
+                    break
+                received += chunk
+            s.close()
+            codes = [line[:4] for line in received.split(b"\r\n") if line[3:4] == b" "]
+            self.assertEqual(codes, [b"220 ", b"250 ", b"221 "], received)
 
     def test_unknown_command(self):
         c = self.greet()
