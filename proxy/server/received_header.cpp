@@ -27,18 +27,22 @@ std::string rfc5322_date(std::chrono::system_clock::time_point t) {
 }
 
 std::string received_header(const queue::Envelope& e, const std::string& hostname) {
-    std::string literal = e.client_ip.find(':') != std::string::npos ? "[IPv6:" + e.client_ip + "]"
-                                                                     : "[" + e.client_ip + "]";
-    std::string h = "Received: from " + e.helo + " (" + literal + ")\r\n";
-    if (!e.tls.empty()) h += "\t(using " + e.tls + ")\r\n";  // as Postfix writes it
-    h += "\tby " + hostname + " (postern) with " + e.protocol + " id " + e.queue_id;
+    // Appended piece by piece into one string: once per relayed message, so no temporaries.
+    const bool v6 = e.client_ip.find(':') != std::string::npos;
+    std::string h;
+    h.reserve(256 + e.helo.size() + e.tls.size() + hostname.size());
+    h.append("Received: from ").append(e.helo).append(v6 ? " ([IPv6:" : " ([");
+    h.append(e.client_ip).append("])\r\n");
+    if (!e.tls.empty()) h.append("\t(using ").append(e.tls).append(")\r\n");  // as Postfix does
+    h.append("\tby ").append(hostname).append(" (postern) with ").append(e.protocol);
+    h.append(" id ").append(e.queue_id);
     // RFC 5322 3.6.7: the tokens end with ";" before the date, with or without a "for".
     if (e.recipients.size() == 1) {
-        h += "\r\n\tfor <" + e.recipients.front().recipient.mailbox() + ">; ";
+        h.append("\r\n\tfor <").append(e.recipients.front().recipient.mailbox()).append(">; ");
     } else {
-        h += ";\r\n\t";
+        h.append(";\r\n\t");
     }
-    h += rfc5322_date(e.received_at) + "\r\n";
+    h.append(rfc5322_date(e.received_at)).append("\r\n");
     return h;
 }
 

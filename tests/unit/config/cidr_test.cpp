@@ -30,6 +30,9 @@ TEST(IpAddress, ParseV4) {
     std::array<uint8_t, 16> expected{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1};
     EXPECT_EQ(a.bytes, expected);
     EXPECT_EQ(a.to_string(), "192.0.2.1");
+    EXPECT_EQ(ip("0.0.0.0").to_string(), "0.0.0.0");
+    EXPECT_EQ(ip("255.255.255.255").to_string(), "255.255.255.255");
+    EXPECT_EQ(ip("10.0.200.9").to_string(), "10.0.200.9");
 }
 
 TEST(IpAddress, ParseV6) {
