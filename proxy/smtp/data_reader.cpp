@@ -107,21 +107,13 @@ size_t DataReader::feed(std::string_view input) {
                 // The common case: whole lines of ordinary text, copied at once. A real line end
                 // stays inside the run only when the next octet is here and is not ".": the
                 // same as the states above would do with it (kLineStart, then kText).
-                const size_t start = i;
-                while (true) {
-                    const size_t end = find_cr_lf_nul(input, i, flags_.eight_bit);
-                    line_length_ += end - i;
-                    if (line_length_ > kMaxTextLine) flags_.long_line = true;
-                    i = end;
-                    if (i + 2 < input.size() && input[i] == '\r' && input[i + 1] == '\n' &&
-                        input[i + 2] != '.') {
-                        i += 2;
-                        line_length_ = 0;
-                        continue;
-                    }
-                    break;
-                }
-                if (i > start) emit(input.substr(start, i - start));
+                TextScan scan{line_length_, false, false};
+                const size_t end = skip_plain_text<false>(input, i, kMaxTextLine, scan);
+                line_length_ = scan.line_length;
+                if (scan.long_line) flags_.long_line = true;
+                if (scan.eight_bit) flags_.eight_bit = true;
+                if (end > i) emit(input.substr(i, end - i));
+                i = end;
                 if (i == input.size()) continue;
                 // A CR, LF or NUL that the run could not take.
                 c = static_cast<unsigned char>(input[i]);

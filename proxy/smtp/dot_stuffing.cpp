@@ -1,6 +1,8 @@
 // DATA payload encoding; see dot_stuffing.hpp.
 #include "proxy/smtp/dot_stuffing.hpp"
 
+#include <cstdint>
+
 #include "proxy/smtp/octet_scan.hpp"
 
 namespace postern::smtp {
@@ -12,26 +14,14 @@ void DotStuffer::append(std::string_view piece, std::string& out) {
     size_t i = 0;
     if (skip_lf_ && piece[0] == '\n') ++i;  // the LF of a CRLF split between pieces
     skip_lf_ = false;
-    bool eight_bit = false;  // not needed here
+    TextScan scan;  // line lengths and eight-bit octets do not matter here
     while (i < size) {
         if (line_start_ && piece[i] == '.') out += '.';
         // Whole CRLF lines are copied as they are, in one go, until a line that begins with "."
         // (its dot is doubled above), a bare CR or LF (rewritten below) or the end of the piece.
+        // A NUL is text here.
         const size_t start = i;
-        size_t stop;
-        while (true) {
-            stop = find_cr_lf_nul(piece, i, eight_bit);
-            if (stop < size && piece[stop] == '\0') {
-                i = stop + 1;  // a NUL is text here
-                continue;
-            }
-            if (stop + 2 < size && piece[stop] == '\r' && piece[stop + 1] == '\n' &&
-                piece[stop + 2] != '.') {
-                i = stop + 2;
-                continue;
-            }
-            break;
-        }
+        const size_t stop = skip_plain_text<true>(piece, i, SIZE_MAX, scan);
         if (stop == size) {
             out.append(piece.substr(start));
             line_start_ = false;
