@@ -9,7 +9,11 @@
 // How it hooks in: an explicit specialization of Asio's thread_info_base::allocate and
 // deallocate for awaitable frames. A specialization must be seen before the first coroutine of
 // a translation unit is compiled, so CMake force-includes this header (-include) into every
-// target that links postern_filters. Elsewhere (another Boost) Asio's recycling stays.
+// file of every target. Elsewhere (another Boost) Asio's recycling stays.
+//
+// A frame freed on another thread than the one that made it (a coroutine spawned onto a
+// helper thread's context) is kept by the thread that freed it; each thread keeps at most
+// kMaxCachedBytes, so that costs little memory, bounded.
 #pragma once
 
 #include <boost/version.hpp>
@@ -22,7 +26,15 @@
 #include <cstdlib>
 #include <new>
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)  // GCC
+#define POSTERN_FRAME_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)  // clang
+#define POSTERN_FRAME_ASAN 1
+#endif
+#endif
+#if defined(POSTERN_FRAME_ASAN)
+// Cached blocks are poisoned, so that a frame used after it was freed is still caught.
 #include <sanitizer/asan_interface.h>
 #define POSTERN_FRAME_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
 #define POSTERN_FRAME_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
@@ -101,8 +113,7 @@ inline void deallocate(void* block, std::size_t size) {
     *static_cast<void**>(block) = c.heads[k];
     c.heads[k] = block;
     c.bytes += (k + 1) * kClassSize;
-    POSTERN_FRAME_POISON(static_cast<char*>(block) + sizeof(void*),
-                         (k + 1) * kClassSize - sizeof(void*));
+    POSTERN_FRAME_POISON(block, (k + 1) * kClassSize);  // the link too: read only unpoisoned
 }
 
 }  // namespace postern::frames

@@ -43,10 +43,14 @@ class AdoptedSocket : public tcp::socket {
         state &= ~ops::possible_dup;
 #endif
     }
-    // The first read of a new connection would always find nothing (the client waits for our
-    // greeting), so it waits for epoll at once: a recv() fewer per connection. Safe with the
-    // edge-triggered registration just made: data already there when the descriptor was added
-    // is reported by epoll all the same, and anything later raises an edge.
+    // The first read of a new connection would nearly always find nothing (an SMTP client waits
+    // for our greeting), so it waits for epoll at once: a recv() fewer per connection. (On an
+    // implicit-TLS listener the ClientHello may be there already: that read then takes one
+    // epoll round.) Safe with the edge-triggered registration just made: data already there
+    // when the descriptor was added is reported by epoll all the same, anything later raises an
+    // edge, and an event that finds no read waiting sets the flag again. This relies on one
+    // thread running the socket's I/O context (each worker's own), so that no epoll_wait can
+    // take the first event between the registration and this line.
     void read_first_when_ready() {
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
         if (DescriptorState* state = impl_.get_implementation().reactor_data_) {

@@ -1,5 +1,5 @@
 // Passing over plain message text: the octets that the DATA decoder and the dot-stuffing encoder
-// copy as they are, sixteen at a time (SSE2, which every x86-64 has) or one at a time elsewhere.
+// copy as they are, 64 or 16 at a time (SSE2, which every x86-64 has) or one at a time elsewhere.
 //
 // Both spend most of their time looking for line ends. Each block of sixteen octets is tested
 // for CR, LF (and NUL) at once, four blocks to a mask, and every line end inside is judged from

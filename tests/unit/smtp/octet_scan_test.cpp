@@ -84,13 +84,18 @@ TEST(OctetScan, EveryStoppingOctetAtEveryPosition) {
 TEST(OctetScan, LineEndsAreTakenAtEveryPositionOfABlock) {
     // A CR LF at each offset, its LF in the same block or the next one; the run goes on past it
     // unless a "." follows or the text ends there.
+    // The length after it varies too, so that an LF carried out of a 64-octet block lands in
+    // the next 64-octet block, a 16-octet block or the octet-by-octet tail, and one carried
+    // out of a 16-octet block lands in the next or in the tail.
     for (size_t at = 0; at < 150; ++at) {
         for (char after : {'x', '.', '\r', '\n'}) {
-            std::string text(at, 'a');
-            text += "\r\n";
-            text += after;
-            text += std::string(70, 'b');
-            expect_same(text, 0);
+            for (size_t rest = 0; rest <= 80; ++rest) {
+                std::string text(at, 'a');
+                text += "\r\n";
+                text += after;
+                text += std::string(rest, 'b');
+                expect_same(text, 0);
+            }
             std::string ends_there(at, 'a');
             ends_there += "\r\n";
             expect_same(ends_there, 0);  // the octet after the line end is not known yet
@@ -154,6 +159,34 @@ TEST(OctetScan, RandomTextAgreesWithTheReference) {
         for (size_t from = 0; from <= text.size(); from += 1 + random() % 9) {
             expect_same(text, from, before, 6, false);
             expect_same(text, from, before, 6, true);
+        }
+    }
+}
+
+TEST(OctetScan, RandomMessagesAgreeWithTheReference) {
+    // Mostly ordinary lines ending in CR LF, of every length, so that runs pass whole blocks and
+    // line ends fall at every offset of them; now and then a line starting with ".", an octet
+    // over 127, a bare CR or LF, or a NUL.
+    std::mt19937 random(29112026);
+    for (int round = 0; round < 2000; ++round) {
+        std::string text;
+        while (text.size() < 400) {
+            std::string line(random() % 90, 'x');
+            if (!line.empty() && random() % 8 == 0) line[0] = '.';
+            if (!line.empty() && random() % 16 == 0) line[random() % line.size()] = '\xe9';
+            switch (random() % 40) {
+                case 0: line += '\r'; break;
+                case 1: line += '\n'; break;
+                case 2: line += '\0'; break;
+                default: break;
+            }
+            text += line;
+            text += "\r\n";
+        }
+        const TextScan before{random() % 50, false, false};
+        for (size_t from = 0; from < text.size(); from += 1 + random() % 37) {
+            expect_same(text, from, before, 60, false);
+            expect_same(text, from, before, 60, true);
         }
     }
 }
