@@ -98,21 +98,24 @@ def ceiling_run(a):
 
 def passthrough_run(a, binary, workdir):
     """smtp-source -> postern -> a fresh smtp-sink: seconds, postern's (user, system) CPU
-    seconds for the load, its peak RSS in KiB, and the messages that reached the sink."""
+    seconds for the load, smtp-sink's CPU seconds, postern's peak RSS in KiB, and the messages
+    that reached the sink."""
     sink_port = free_port()
     sink = start_sink(sink_port)
     port = free_port()
     proc, _ = start_postern(binary, workdir, port, sink_port, "warn", a.threads)
     try:
         user0, system0 = cpu_seconds(proc.pid)
+        sink0 = sum(cpu_seconds(sink.pid))
         seconds = run_source(port, a.messages, a.size, a.sessions)
         user1, system1 = cpu_seconds(proc.pid)
+        sink1 = sum(cpu_seconds(sink.pid))
         rss = status_kib(proc.pid, "VmHWM")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         arrived = stop_sink(sink)
-    return seconds, (user1 - user0, system1 - system0), rss, arrived
+    return seconds, (user1 - user0, system1 - system0), sink1 - sink0, rss, arrived
 
 
 def one_session(port, body):
@@ -170,23 +173,26 @@ def main():
 
     rounds = []
     cpu_per_message = []  # postern's (user, system) microseconds per message, per round
+    sink_per_message = []  # smtp-sink's microseconds per message, per round
     peak_rss = 0
     all_arrived = True
     for r in range(a.rounds):
         postern_first = r % 2 == 1
         if not postern_first:
             ceiling_s = ceiling_run(a)
-        postern_s, (user, system), rss, arrived = passthrough_run(a, binary, workdir)
+        postern_s, (user, system), sink_s, rss, arrived = passthrough_run(a, binary, workdir)
         if postern_first:
             ceiling_s = ceiling_run(a)
         peak_rss = max(peak_rss, rss)
         all_arrived = all_arrived and arrived == a.messages
         rounds.append((ceiling_s, postern_s))
         cpu_per_message.append((user * 1e6 / a.messages, system * 1e6 / a.messages))
+        sink_per_message.append(sink_s * 1e6 / a.messages)
         print(f"round {r + 1} ({'postern' if postern_first else 'ceiling'} first): ceiling "
               f"{a.messages / ceiling_s:.0f} msg/s, passthrough {a.messages / postern_s:.0f} "
               f"msg/s, ratio {ceiling_s / postern_s:.2f}, postern CPU "
-              f"{cpu_per_message[-1][0] + cpu_per_message[-1][1]:.0f} us/msg, arrived {arrived}",
+              f"{cpu_per_message[-1][0] + cpu_per_message[-1][1]:.0f} us/msg, smtp-sink "
+              f"{sink_per_message[-1]:.0f} us/msg, arrived {arrived}",
               flush=True)
 
     # Upstream connections opened for --count-messages messages through one route.
@@ -222,6 +228,9 @@ def main():
     postern_rate = sorted(a.messages / p for _, p in rounds)[len(rounds) // 2]
     user_us = sorted(u for u, _ in cpu_per_message)[len(rounds) // 2]
     system_us = sorted(s for _, s in cpu_per_message)[len(rounds) // 2]
+    sink_us = sorted(sink_per_message)[len(rounds) // 2]
+    both_us = sorted(u + s + k for (u, s), k in zip(cpu_per_message, sink_per_message))
+    both_us = both_us[len(rounds) // 2]
     print()
     print(f"medians of {a.rounds} rounds:")
     print("| run | msg/s | ratio to ceiling | peak RSS |")
@@ -237,6 +246,10 @@ def main():
           f"through postern {relay_p99 * 1000:.2f} ms)")
     print(f"postern's CPU per message (median of rounds): {user_us + system_us:.0f} us (user "
           f"{user_us:.0f} us, system {system_us:.0f} us), threads = {a.threads}")
+    # smtp-source takes about one core of the two: postern and smtp-sink share what is left,
+    # so their CPU per message bounds the relayed rate (docs/bench.md, "What bounds the rate").
+    print(f"smtp-sink's CPU per message behind postern: {sink_us:.0f} us; postern + smtp-sink: "
+          f"{both_us:.0f} us, so at most {1e6 / both_us:.0f} msg/s on one core")
     print(f"upstream connections opened for {a.count_messages} messages: {opened} "
           f"(max_connections {MAX_CONNECTIONS}); arrived {counted_arrived}")
     print(f"every message arrived at the sink: {'yes' if all_arrived else 'NO'}")
