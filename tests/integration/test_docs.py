@@ -1,0 +1,45 @@
+"""The operator's documentation keeps up with the code: every event postern logs has a row in
+the log-event tables of docs/troubleshooting.md, the page that lists every error message.
+
+Reads the sources only (no server is started): each call of the form log(LEVEL, "event", ...)
+names an event, and the page's rows begin with the event's name in backquotes."""
+import glob
+import os
+import re
+import unittest
+
+SOURCE = os.environ.get("POSTERN_SOURCE",
+                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+# log(LogLevel::kInfo, "event", ...), observe::log(config::LogLevel::kError, "event", ...) and
+# log(cond ? LogLevel::kWarn : LogLevel::kInfo, "event", ...), over line breaks too.
+LOG_CALL = re.compile(r'\blog\(([^;"]*?),\s*"([a-z_]+)"')
+EVENT_ROW = re.compile(r'^\| `([a-z_]+)` \|', re.M)
+
+
+def logged_events():
+    """Event name -> the first source file that logs it."""
+    events = {}
+    for tree in ("proxy", "filters"):
+        for path in sorted(glob.glob(os.path.join(SOURCE, tree, "**", "*.[ch]pp"),
+                                     recursive=True)):
+            with open(path, encoding="utf-8") as f:
+                for match in LOG_CALL.finditer(f.read()):
+                    events.setdefault(match.group(2), os.path.relpath(path, SOURCE))
+    return events
+
+
+class TroubleshootingPageTest(unittest.TestCase):
+    def test_every_logged_event_has_a_row(self):
+        events = logged_events()
+        # The scan itself must find the events, or this test would pass on nothing.
+        for known in ("connect", "startup_failed", "upstream_connected", "filter_failed"):
+            self.assertIn(known, events)
+        with open(os.path.join(SOURCE, "docs", "troubleshooting.md"), encoding="utf-8") as f:
+            documented = set(EVENT_ROW.findall(f.read()))
+        missing = sorted(f"{event} (logged in {path})" for event, path in events.items()
+                         if event not in documented)
+        self.assertEqual(missing, [], "log events with no row in docs/troubleshooting.md")
+
+
+if __name__ == "__main__":
+    unittest.main()
