@@ -1,8 +1,11 @@
 """The operator's documentation keeps up with the code: every event postern logs has a row in
-the log-event tables of docs/troubleshooting.md, the page that lists every error message.
+the log-event tables of docs/troubleshooting.md, the page that lists every error message, and
+every configuration key postern accepts is named in docs/configuration.md.
 
 Reads the sources only (no server is started): each call of the form log(LEVEL, "event", ...)
-names an event, and the page's rows begin with the event's name in backquotes."""
+names an event, and the page's rows begin with the event's name in backquotes; the keys are
+the lists the configuration loader checks each table against (anything else is refused as an
+unknown key)."""
 import glob
 import os
 import re
@@ -14,6 +17,8 @@ SOURCE = os.environ.get("POSTERN_SOURCE",
 # log(cond ? LogLevel::kWarn : LogLevel::kInfo, "event", ...), over line breaks too.
 LOG_CALL = re.compile(r'\blog\(([^;"]*?),\s*"([a-z_]+)"')
 EVENT_ROW = re.compile(r'^\| `([a-z_]+)` \|', re.M)
+# w.check_keys(table, "path", {"key", "key", ...}) in the configuration loader.
+KEY_LIST = re.compile(r'check_keys\([^{;]*\{([^}]*)\}', re.S)
 
 
 def logged_events():
@@ -39,6 +44,21 @@ class TroubleshootingPageTest(unittest.TestCase):
         missing = sorted(f"{event} (logged in {path})" for event, path in events.items()
                          if event not in documented)
         self.assertEqual(missing, [], "log events with no row in docs/troubleshooting.md")
+
+
+    def test_every_configuration_key_is_named(self):
+        with open(os.path.join(SOURCE, "proxy", "config", "config_loader.cpp"),
+                  encoding="utf-8") as f:
+            loader = f.read()
+        keys = set()
+        for key_list in KEY_LIST.findall(loader):
+            keys.update(re.findall(r'"([a-z0-9_]+)"', key_list))
+        for known in ("hostname", "max_connections", "password_file", "on_error"):
+            self.assertIn(known, keys)
+        with open(os.path.join(SOURCE, "docs", "configuration.md"), encoding="utf-8") as f:
+            page = f.read()
+        missing = sorted(key for key in keys if f"`{key}`" not in page)
+        self.assertEqual(missing, [], "configuration keys not named in docs/configuration.md")
 
 
 if __name__ == "__main__":
