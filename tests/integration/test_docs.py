@@ -1,6 +1,7 @@
 """The operator's documentation keeps up with the code: every event postern logs has a row in
 the log-event tables of docs/troubleshooting.md, the page that lists every error message, and
-every configuration key postern accepts is named in docs/configuration.md.
+every configuration key postern accepts is named in docs/configuration.md, and every fixed
+4xx/5xx reply (proxy/smtp/replies.hpp) is on the troubleshooting page.
 
 Reads the sources only (no server is started): each call of the form log(LEVEL, "event", ...)
 names an event, and the page's rows begin with the event's name in backquotes; the keys are
@@ -19,6 +20,8 @@ LOG_CALL = re.compile(r'\blog\(([^;"]*?),\s*"([a-z_]+)"')
 EVENT_ROW = re.compile(r'^\| `([a-z_]+)` \|', re.M)
 # w.check_keys(table, "path", {"key", "key", ...}) in the configuration loader.
 KEY_LIST = re.compile(r'check_keys\([^{;]*\{([^}]*)\}', re.S)
+# inline const Reply kName{550, "5.7.1", "text" "more text"};
+REPLY = re.compile(r'inline const Reply (\w+)\{(\d+),\s*"([^"]*)",\s*((?:"[^"]*"\s*)+)\}')
 
 
 def logged_events():
@@ -59,6 +62,22 @@ class TroubleshootingPageTest(unittest.TestCase):
             page = f.read()
         missing = sorted(key for key in keys if f"`{key}`" not in page)
         self.assertEqual(missing, [], "configuration keys not named in docs/configuration.md")
+
+
+    def test_every_fixed_error_reply_is_on_the_page(self):
+        with open(os.path.join(SOURCE, "proxy", "smtp", "replies.hpp"), encoding="utf-8") as f:
+            header = f.read()
+        replies = REPLY.findall(header)
+        # Every declaration parsed: a reply the pattern missed would go unchecked.
+        self.assertEqual(len(replies), header.count("inline const Reply "))
+        with open(os.path.join(SOURCE, "docs", "troubleshooting.md"), encoding="utf-8") as f:
+            page = f.read()
+        missing = []
+        for name, code, _enhanced, text_parts in replies:
+            text = "".join(re.findall(r'"([^"]*)"', text_parts))
+            if int(code) >= 400 and text not in page:
+                missing.append(f"{name}: {code} {text}")
+        self.assertEqual(missing, [], "error replies missing from docs/troubleshooting.md")
 
 
 if __name__ == "__main__":
