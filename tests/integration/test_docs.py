@@ -1,7 +1,8 @@
-"""The operator's documentation keeps up with the code: every event postern logs has a row in
-the log-event tables of docs/troubleshooting.md, the page that lists every error message, and
-every configuration key postern accepts is named in docs/configuration.md, and every fixed
-4xx/5xx reply (proxy/smtp/replies.hpp) is on the troubleshooting page.
+"""The operator's documentation keeps up with the code:
+- every event postern logs has a row in the log-event tables of docs/troubleshooting.md, the
+  page that lists every error message;
+- every fixed 4xx/5xx reply (proxy/smtp/replies.hpp) is on that page too;
+- every configuration key postern accepts is named in docs/configuration.md.
 
 Reads the sources only (no server is started): each call of the form log(LEVEL, "event", ...)
 names an event, and the page's rows begin with the event's name in backquotes; the keys are
@@ -36,7 +37,7 @@ def logged_events():
     return events
 
 
-class TroubleshootingPageTest(unittest.TestCase):
+class DocsTest(unittest.TestCase):
     def test_every_logged_event_has_a_row(self):
         events = logged_events()
         # The scan itself must find the events, or this test would pass on nothing.
@@ -47,7 +48,6 @@ class TroubleshootingPageTest(unittest.TestCase):
         missing = sorted(f"{event} (logged in {path})" for event, path in events.items()
                          if event not in documented)
         self.assertEqual(missing, [], "log events with no row in docs/troubleshooting.md")
-
 
     def test_every_configuration_key_is_named(self):
         with open(os.path.join(SOURCE, "proxy", "config", "config_loader.cpp"),
@@ -62,7 +62,6 @@ class TroubleshootingPageTest(unittest.TestCase):
             page = f.read()
         missing = sorted(key for key in keys if f"`{key}`" not in page)
         self.assertEqual(missing, [], "configuration keys not named in docs/configuration.md")
-
 
     def test_every_fixed_error_reply_is_on_the_page(self):
         with open(os.path.join(SOURCE, "proxy", "smtp", "replies.hpp"), encoding="utf-8") as f:
