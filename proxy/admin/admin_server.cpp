@@ -3,10 +3,8 @@
 
 #include <openssl/crypto.h>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -14,6 +12,7 @@
 #include <boost/url/parse.hpp>
 
 #include "proxy/admin/queue_json.hpp"
+#include "proxy/await_token.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/queue/queue_id.hpp"
 #include "proxy/queue/scheduler.hpp"
@@ -30,7 +29,6 @@ using observe::log;
 
 namespace {
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr auto kRequestTimeout = std::chrono::seconds(30);
 constexpr size_t kMaxRequestBody = 64 * 1024;
 

@@ -1,12 +1,11 @@
 // The queue scheduler and one delivery attempt; see scheduler.hpp.
 #include "proxy/queue/scheduler.hpp"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
+#include "proxy/await_token.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/upstream/route_table.hpp"
 
@@ -17,7 +16,6 @@ using observe::log;
 
 namespace {
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr auto kIdleWake = std::chrono::seconds(1);
 
 bool positive(int code) {

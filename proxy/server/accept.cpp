@@ -4,11 +4,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
 #include <utility>
+
+#include "proxy/await_token.hpp"
 
 namespace postern::server {
 
@@ -78,8 +78,7 @@ asio::awaitable<Accepted> accept_connection(tcp::acceptor& acceptor) {
             const int error = errno;
             if (worth_retrying_at_once(error)) continue;
             if (error == EAGAIN || error == EWOULDBLOCK) {
-                auto [ec] = co_await acceptor.async_wait(tcp::acceptor::wait_read,
-                                                         asio::as_tuple(asio::use_awaitable));
+                auto [ec] = co_await acceptor.async_wait(tcp::acceptor::wait_read, kUseTuple);
                 if (ec) co_return Accepted{ec, tcp::socket(acceptor.get_executor()), {}, true};
                 waited = true;
                 continue;

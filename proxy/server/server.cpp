@@ -6,7 +6,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -25,6 +24,7 @@
 #include "filters/chain_builder.hpp"
 #include "filters/lua/lua_filter.hpp"
 #include "proxy/admin/admin_server.hpp"
+#include "proxy/await_token.hpp"
 #include "proxy/config/tls_files.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/queue/queue_id.hpp"
@@ -41,7 +41,6 @@ using observe::log;
 
 namespace {
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr int kListenBacklog = 1024;
 constexpr auto kForcedExitWait = std::chrono::seconds(5);
 constexpr unsigned kAcceptsBeforeYield = 16;  // connections accepted in a row, then other work

@@ -6,7 +6,6 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -15,6 +14,7 @@
 #include <charconv>
 #include <tuple>
 
+#include "proxy/await_token.hpp"
 #include "proxy/observe/log.hpp"
 #include "proxy/server/received_header.hpp"
 #include "proxy/smtp/address.hpp"
@@ -35,7 +35,6 @@ namespace replies = smtp::replies;
 
 namespace {
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kCommandChunk = 1024;    // read size while waiting for commands
 constexpr size_t kDataChunk = 64 * 1024;  // read size while receiving message data
 // The first read of message data, and the body's first capacity: most messages fit, and a 64 KiB
@@ -218,7 +217,35 @@ asio::awaitable<Session::ReadOutcome> Session::read_until(
     }
 }
 
+bool Session::flush_at_once() {
+    if (out_.empty()) return true;
+    if (tls_ || io_failed_) return false;
+    boost::system::error_code ec;
+    const size_t n = smtp::send_now(socket_, asio::buffer(out_), ec);
+    if (ec) {
+        timed_out_ = false;
+        write_failed();
+        return false;
+    }
+    if (n < out_.size()) {
+        out_.erase(0, n);  // the socket's buffer is full: flush() writes the rest
+        return false;
+    }
+    out_.clear();
+    release_if_large(out_);
+    return true;
+}
+
+void Session::write_failed() {
+    out_.clear();
+    release_if_large(out_);
+    end_reason_ = timed_out_ ? "write timeout" : "write failed";
+    io_failed_ = true;
+    closing_ = true;
+}
+
 asio::awaitable<bool> Session::flush() {
+    if (io_failed_) co_return false;
     if (out_.empty()) co_return true;
     deadline_ = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
     timed_out_ = false;
@@ -235,13 +262,13 @@ asio::awaitable<bool> Session::flush() {
         }
     }
     io_ = Io::kNone;
+    if (ec) {
+        write_failed();
+        co_return false;
+    }
     out_.clear();
     release_if_large(out_);
-    if (!ec) co_return true;
-    end_reason_ = timed_out_ ? "write timeout" : "write failed";
-    io_failed_ = true;
-    closing_ = true;
-    co_return false;
+    co_return true;
 }
 
 void Session::reply(const smtp::Reply& r, bool counts_as_error) {
@@ -305,14 +332,20 @@ asio::awaitable<void> Session::run() {
     }
     if (ok) {
         out_ = "220 " + ctx_.config.server.hostname + " ESMTP postern\r\n";
-        ok = co_await flush();
+        ok = flush_at_once() || co_await flush();
     }
     std::chrono::steady_clock::time_point command_deadline;
     uint64_t lines_at_deadline = UINT64_MAX;
     while (ok && !closing_) {
-        co_await process_buffered();
+        // The complete commands in in_, their replies written per group (RFC 2920 3.1).
+        while (next_command_line()) {
+            if (auto pending = dispatch(line_)) co_await std::move(*pending);
+            if (starttls_now_) break;  // what follows in in_ is never executed
+            if (ends_group(current_verb_) && !closing_ && !flush_at_once() && !co_await flush())
+                break;
+        }
         if (closing_) break;
-        if (!co_await flush()) break;
+        if (!flush_at_once() && !co_await flush()) break;
         if (starttls_now_) {
             starttls_now_ = false;
             if (!co_await start_tls()) break;
@@ -394,14 +427,14 @@ bool Session::handle_read_failure(ReadOutcome outcome) {
     return false;
 }
 
-asio::awaitable<void> Session::process_buffered() {
+bool Session::next_command_line() {
     while (!closing_) {
         auto result = reader_.next(in_.view());
         if (result.status != smtp::CommandReader::Status::kNeedMore) ++lines_;
         switch (result.status) {
             case smtp::CommandReader::Status::kNeedMore:
                 in_.consume(result.consumed);
-                co_return;
+                return false;
             case smtp::CommandReader::Status::kTooLong:
                 in_.consume(result.consumed);
                 line_.clear();
@@ -419,42 +452,34 @@ asio::awaitable<void> Session::process_buffered() {
             case smtp::CommandReader::Status::kLine:
                 line_.assign(result.line);
                 in_.consume(result.consumed);
-                co_await dispatch(line_);
-                if (starttls_now_) co_return;  // what follows in in_ is never executed
-                if (ends_group(current_verb_) && !closing_ && !co_await flush()) co_return;
-                continue;
+                return true;
         }
     }
+    return false;
 }
 
-asio::awaitable<void> Session::dispatch(const std::string& line) {
+std::optional<asio::awaitable<void>> Session::dispatch(const std::string& line) {
     ++commands_;
     smtp::Command cmd = smtp::parse_command(line);
     current_verb_ = cmd.verb;
     const bool extended_line = cmd.verb == Verb::kMail || cmd.verb == Verb::kRcpt;
     if (!extended_line && line.size() + 2 > smtp::kMaxCommandLine) {
         reply(replies::kLineTooLong);
-        co_return;
+        return std::nullopt;
     }
     switch (cmd.verb) {
         case Verb::kEhlo:
-            co_await on_helo(cmd.args, true);
-            break;
+            return on_helo(cmd.args, true);
         case Verb::kHelo:
-            co_await on_helo(cmd.args, false);
-            break;
+            return on_helo(cmd.args, false);
         case Verb::kMail:
-            co_await on_mail(cmd.args);
-            break;
+            return on_mail(cmd.args);
         case Verb::kRcpt:
-            co_await on_rcpt(cmd.args);
-            break;
+            return on_rcpt(cmd.args);
         case Verb::kData:
-            co_await on_data(cmd.args);
-            break;
+            return on_data(cmd.args);
         case Verb::kBdat:
-            co_await on_bdat(cmd.args);
-            break;
+            return on_bdat(cmd.args);
         case Verb::kRset:
             if (!cmd.args.empty()) {
                 reply(replies::kNoArguments);
@@ -485,12 +510,12 @@ asio::awaitable<void> Session::dispatch(const std::string& line) {
             on_starttls(cmd.args);
             break;
         case Verb::kAuth:
-            co_await on_auth(cmd.args);
-            break;
+            return on_auth(cmd.args);
         case Verb::kUnknown:
             reply(replies::kUnknownCommand);
             break;
     }
+    return std::nullopt;
 }
 
 asio::awaitable<void> Session::on_helo(std::string_view args, bool extended) {
@@ -641,7 +666,7 @@ asio::awaitable<bool> Session::auth_exchange(std::string_view challenge, std::st
     out_ += "334 ";
     out_ += challenge;
     out_ += "\r\n";
-    if (!co_await flush()) co_return false;
+    if (!flush_at_once() && !co_await flush()) co_return false;
     smtp::CommandReader reader(kMaxAuthLine);
     const auto deadline = std::chrono::steady_clock::now() + ctx_.listener.command_timeout;
     while (true) {
@@ -988,7 +1013,8 @@ asio::awaitable<void> Session::relay_rcpt(const smtp::RcptTo& rcpt) {
     upstream::ClientReply result;
     if (!t.upstream) {
         t.pool = pools_.find(t.route->upstream);
-        upstream::Acquired acquired = co_await t.pool->acquire();
+        upstream::Acquired acquired{t.pool->take_idle(), {}};
+        if (!acquired.lease) acquired = co_await t.pool->acquire();
         if (!acquired.lease) {
             log_relay_deferred(acquired.failure);
             co_return upstream_unavailable("cannot reach " + t.route->upstream + " (" +
@@ -1057,7 +1083,7 @@ asio::awaitable<void> Session::on_data(std::string_view args) {
         co_return reset_transaction();
     }
     reply(replies::kStartData);
-    if (!co_await flush()) co_return;
+    if (!flush_at_once() && !co_await flush()) co_return;
 
     body_.clear();
     // SIZE is a hint only: a client's SIZE must not make idle memory.
@@ -1128,7 +1154,7 @@ asio::awaitable<void> Session::on_bdat(std::string_view args) {
     uint64_t remaining = size;
     while (remaining > 0) {
         if (in_.empty()) {
-            if (!co_await flush()) co_return;
+            if (!flush_at_once() && !co_await flush()) co_return;
             size_t want = static_cast<size_t>(std::min<uint64_t>(remaining, kDataChunk));
             ReadOutcome outcome = co_await read_more(ctx_.listener.data_timeout, want);
             if (!handle_read_failure(outcome)) co_return;

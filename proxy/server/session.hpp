@@ -151,7 +151,12 @@ class Session {
     asio::awaitable<ReadOutcome> read_more(std::chrono::milliseconds timeout, size_t chunk);
     asio::awaitable<ReadOutcome> read_until(std::chrono::steady_clock::time_point deadline,
                                             size_t chunk);
+    // Writes out_. flush_at_once() does it without a coroutine frame when it can (plaintext,
+    // and the socket takes all of out_: the usual case); when it returns false, co_await
+    // flush() for the rest, which also reports a failed write. Both false: the session ends.
+    bool flush_at_once();
     asio::awaitable<bool> flush();
+    void write_failed();
     // STARTTLS (after its 220) or implicit TLS: the handshake, within tls_handshake_timeout.
     // False (and the session closing) when it fails.
     asio::awaitable<bool> start_tls();
@@ -165,8 +170,13 @@ class Session {
     bool auth_offered() const { return ctx_.auth && (tls_ || ctx_.listener.allow_plaintext_auth); }
     // The relay policy of the listener, for this client as it stands.
     bool may_relay() const;
-    asio::awaitable<void> process_buffered();
-    asio::awaitable<void> dispatch(const std::string& line);
+    // The next complete command line of in_, into line_ (true); lines that cannot be commands
+    // (too long, bad line ends) are answered on the way. False: no complete line, or closing.
+    bool next_command_line();
+    // Runs one command line. Commands answered at once are answered here; the others come
+    // back as their handler's coroutine, for the caller to co_await (one frame fewer per
+    // command). The handler refers to `line`, which must outlive it.
+    std::optional<asio::awaitable<void>> dispatch(const std::string& line);
 
     asio::awaitable<void> on_helo(std::string_view args, bool extended);
     asio::awaitable<void> on_mail(std::string_view args);

@@ -1,22 +1,17 @@
 // Upstream connection pools; see pool.hpp.
 #include "proxy/upstream/pool.hpp"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
+#include "proxy/await_token.hpp"
 #include "proxy/observe/log.hpp"
 
 namespace postern::upstream {
 
 using config::LogLevel;
 using observe::log;
-
-namespace {
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
-}  // namespace
 
 bool HostHealth::is_down(const std::string& address,
                          std::chrono::steady_clock::time_point now) const {
@@ -96,18 +91,26 @@ void UpstreamPool::retire(std::unique_ptr<SmtpClient> client) {
         asio::detached);
 }
 
+Lease UpstreamPool::take_idle() {
+    if (shutting_down_) return Lease();
+    while (!idle_.empty()) {
+        std::unique_ptr<SmtpClient> c = std::move(idle_.back());  // the most recently used
+        idle_.pop_back();
+        if (c->reusable()) return Lease(this, std::move(c), true);
+        c.reset();
+        forget_one();
+    }
+    return Lease();
+}
+
 asio::awaitable<Acquired> UpstreamPool::acquire(bool fresh_only) {
     const auto deadline = std::chrono::steady_clock::now() + config_.connect_timeout;
     while (true) {
         if (shutting_down_) {
             co_return Acquired{{}, ClientFailure{"pool", "postern is shutting down"}};
         }
-        while (!fresh_only && !idle_.empty()) {
-            std::unique_ptr<SmtpClient> c = std::move(idle_.back());  // the most recently used
-            idle_.pop_back();
-            if (c->reusable()) co_return Acquired{Lease(this, std::move(c), true), {}};
-            c.reset();
-            forget_one();
+        if (!fresh_only) {
+            if (Lease idle = take_idle()) co_return Acquired{std::move(idle), {}};
         }
         if (fresh_only && !idle_.empty() && open_ >= max_connections_) {
             // Make room: an idle connection gives its slot to the fresh one.

@@ -83,6 +83,9 @@ class UpstreamPool {
     // An idle connection, or a new one (failover across hosts), waiting up to connect_timeout
     // for one to become free when all are busy.
     asio::awaitable<Acquired> acquire(bool fresh_only = false);
+    // The most recently used idle connection that can be reused, at once and without a
+    // coroutine frame (the usual case under load); an empty lease when there is none.
+    Lease take_idle();
     // SmtpClient::begin on the lease; when a reused connection turns out dead before any
     // reply, once more on a fresh connection (the lease then holds that one).
     asio::awaitable<TransactionStart> begin(Lease& lease, const smtp::MailCommandInput& mail,

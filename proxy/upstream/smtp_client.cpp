@@ -4,13 +4,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <stdexcept>
 #include <utility>
 
+#include "proxy/await_token.hpp"
 #include "proxy/config/cidr.hpp"
 #include "proxy/smtp/base64.hpp"
 #include "proxy/smtp/dot_stuffing.hpp"
@@ -20,7 +19,6 @@
 namespace postern::upstream {
 namespace {
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadChunk = 4096;
 constexpr auto kQuitWait = std::chrono::seconds(2);
 
@@ -147,6 +145,33 @@ asio::awaitable<ClientFailure> SmtpClient::write(std::vector<asio::const_buffer>
         }
     }
     io_ = Io::kNone;
+    if (!ec) co_return ClientFailure{};
+    co_return fail(stage, timed_out_ ? "timeout while sending" : "send failed: " + ec.message(),
+                   timed_out_);
+}
+
+asio::awaitable<ClientFailure> SmtpClient::write(std::string_view text,
+                                                 std::chrono::milliseconds timeout,
+                                                 std::string_view stage) {
+    if (broken_) co_return fail(stage, "connection already closed");
+    timed_out_ = false;
+    boost::system::error_code ec;
+    if (!tls_) {
+        text.remove_prefix(smtp::send_now(stream_.next_layer(), asio::buffer(text), ec));
+        if (!ec && text.empty()) co_return ClientFailure{};
+    }
+    if (!ec) {
+        deadline_ = std::chrono::steady_clock::now() + timeout;
+        io_ = Io::kBusy;
+        if (tls_) {
+            std::tie(ec, std::ignore) =
+                co_await asio::async_write(stream_, asio::buffer(text), kUseTuple);
+        } else {
+            std::tie(ec, std::ignore) =
+                co_await asio::async_write(stream_.next_layer(), asio::buffer(text), kUseTuple);
+        }
+        io_ = Io::kNone;
+    }
     if (!ec) co_return ClientFailure{};
     co_return fail(stage, timed_out_ ? "timeout while sending" : "send failed: " + ec.message(),
                    timed_out_);
