@@ -177,9 +177,8 @@ asio::awaitable<ClientFailure> SmtpClient::write(std::string_view text,
                    timed_out_);
 }
 
-asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds timeout,
-                                                    std::string_view stage) {
-    ClientReply out;
+asio::awaitable<void> SmtpClient::read_reply(ClientReply& out, std::chrono::milliseconds timeout,
+                                             std::string_view stage) {
     deadline_ = std::chrono::steady_clock::now() + timeout;
     while (true) {
         auto parsed = smtp::ReplyParser::next(in_.view());
@@ -188,15 +187,15 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
             out.reply = std::move(parsed.reply);
             // 421: the server is closing the connection (RFC 5321 3.8); nothing more goes on it.
             if (out.reply.code == 421) close();
-            co_return out;
+            co_return;
         }
         if (parsed.status == smtp::ReplyParser::Status::kError) {
             out.failure = fail(stage, "protocol error: " + parsed.error);
-            co_return out;
+            co_return;
         }
         if (broken_) {
             out.failure = fail(stage, "connection already closed");
-            co_return out;
+            co_return;
         }
         timed_out_ = false;
         io_ = Io::kBusy;
@@ -216,7 +215,7 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
                               : ec == asio::error::eof ? "connection closed by the server"
                                                        : "read failed: " + ec.message();
             out.failure = fail(stage, why, timed_out_);
-            co_return out;
+            co_return;
         }
     }
 }
@@ -224,10 +223,13 @@ asio::awaitable<ClientReply> SmtpClient::read_reply(std::chrono::milliseconds ti
 asio::awaitable<ClientReply> SmtpClient::command(std::string_view line,
                                                  std::chrono::milliseconds timeout,
                                                  std::string_view stage) {
+    ClientReply r;
     if (ClientFailure f = co_await write(line, config_.command_timeout, stage)) {
-        co_return ClientReply{{}, f};
+        r.failure = std::move(f);
+    } else {
+        co_await read_reply(r, timeout, stage);
     }
-    co_return co_await read_reply(timeout, stage);
+    co_return r;
 }
 
 asio::awaitable<ClientFailure> SmtpClient::open() {
@@ -247,7 +249,8 @@ asio::awaitable<ClientFailure> SmtpClient::open() {
     if (c.tls == config::UpstreamTls::kImplicit) {
         if (ClientFailure f = co_await handshake()) co_return f;
     }
-    ClientReply greeting = co_await read_reply(c.greeting_timeout, "greeting");
+    ClientReply greeting;
+    co_await read_reply(greeting, c.greeting_timeout, "greeting");
     if (!greeting.ok()) {
         greeting.failure.host_down = true;
         co_return greeting.failure;
@@ -441,7 +444,8 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
         co_return out;
     }
     if (reset && caps_.pipelining) {
-        ClientReply r = co_await read_reply(config_.command_timeout, "rset");
+        ClientReply r;
+        co_await read_reply(r, config_.command_timeout, "rset");
         if (!r.ok()) {
             out.failure = r.failure;
             co_return out;
@@ -452,7 +456,8 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
         }
         out.answered_any = true;
     }
-    ClientReply m = co_await read_reply(config_.command_timeout, "mail");
+    ClientReply m;
+    co_await read_reply(m, config_.command_timeout, "mail");
     if (!m.ok()) {
         out.failure = m.failure;
         co_return out;
@@ -468,7 +473,7 @@ asio::awaitable<TransactionStart> SmtpClient::begin(const smtp::MailCommandInput
     out.mail = std::move(m.reply);
     ClientReply r;
     if (pipeline) {
-        r = co_await read_reply(config_.command_timeout, "rcpt");  // read even after a refusal
+        co_await read_reply(r, config_.command_timeout, "rcpt");  // read even after a refusal
     } else if (positive(out.mail)) {
         if (rcpt_line.error) {
             r.reply = smtp::ServerReply{
@@ -509,7 +514,7 @@ asio::awaitable<ClientReply> SmtpClient::start_message(std::string_view header) 
     if (caps_.chunking) co_return ClientReply{};  // BDAT needs no go-ahead
     ClientReply r;
     if (std::exchange(data_announced_, false)) {
-        r = co_await read_reply(config_.data_init_timeout, "data");
+        co_await read_reply(r, config_.data_init_timeout, "data");
     } else {
         r = co_await command("DATA\r\n", config_.data_init_timeout, "data");
     }
@@ -533,7 +538,8 @@ asio::awaitable<ClientReply> SmtpClient::send_part(std::string_view piece) {
             co_return ClientReply{{}, f};
         }
         header_.clear();
-        ClientReply r = co_await read_reply(config_.data_block_timeout, "data");
+        ClientReply r;
+        co_await read_reply(r, config_.data_block_timeout, "data");
         if (r.ok() && r.reply.code == 250) co_return ClientReply{};
         if (r.ok()) in_data_ = false;  // refused: the transaction is over
         co_return r;
@@ -564,7 +570,8 @@ asio::awaitable<ClientReply> SmtpClient::finish_message(std::string_view last_pi
     }
     if (failure) co_return ClientReply{{}, failure};
     header_.clear();
-    ClientReply r = co_await read_reply(config_.data_done_timeout, "data");
+    ClientReply r;
+    co_await read_reply(r, config_.data_done_timeout, "data");
     if (r.ok()) {
         in_data_ = false;
         dirty_ = false;  // the end of data ends the transaction whatever the reply
@@ -583,7 +590,10 @@ asio::awaitable<ClientReply> SmtpClient::send_message(std::string_view header,
 asio::awaitable<void> SmtpClient::quit() {
     if (broken_) co_return;
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(kQuitWait);
-    if (!co_await write("QUIT\r\n", wait, "quit")) co_await read_reply(wait, "quit");
+    if (!co_await write("QUIT\r\n", wait, "quit")) {
+        ClientReply ignored;
+        co_await read_reply(ignored, wait, "quit");
+    }
     close();  // no TLS close_notify exchange: the server closes after 221 anyway
 }
 

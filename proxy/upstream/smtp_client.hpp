@@ -136,8 +136,9 @@ class SmtpClient {
     // payloads are written this way (the hot path: no second frame, no vector).
     asio::awaitable<ClientFailure> write(std::string_view text, std::chrono::milliseconds timeout,
                                          std::string_view stage);
-    asio::awaitable<ClientReply> read_reply(std::chrono::milliseconds timeout,
-                                            std::string_view stage);
+    // Into `out`, fresh from the caller: no reply moved through a coroutine's result.
+    asio::awaitable<void> read_reply(ClientReply& out, std::chrono::milliseconds timeout,
+                                     std::string_view stage);
     asio::awaitable<ClientReply> command(std::string_view line, std::chrono::milliseconds timeout,
                                          std::string_view stage);
     asio::awaitable<ClientFailure> ehlo();
